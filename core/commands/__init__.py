@@ -1,0 +1,7 @@
+"""Command modules of the CLI, in the order ``--help`` lists them.
+
+Each module defines ``register(subparsers)``; see :mod:`core.cli`.
+"""
+
+COMMAND_MODULES: list[str] = [
+]

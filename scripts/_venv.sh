@@ -1,0 +1,16 @@
+# Sourced by the run scripts: creates (or reuses) .venv with Python 3.11 and installs a
+# requirements file into it. Usage: . scripts/_venv.sh requirements.txt
+set -euo pipefail
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "Transfer Studio needs Python 3.11; $PYTHON is $("$PYTHON" --version 2>&1)." >&2
+  echo "Set PYTHON=/path/to/python3.11 and run again." >&2
+  exit 2
+fi
+VENV="${TRANSFER_STUDIO_VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -r "$1"
