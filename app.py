@@ -1,8 +1,38 @@
 """Transfer Studio: the router. Sets the page config, initialises state, and routes."""
 
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(page_title="Transfer Studio", page_icon=":material/school:", layout="wide")
+from ui.sidebar import render_sidebar
+from ui.state import init_state
 
-navigation = st.navigation([st.Page("pages/home.py", title="Home", icon=":material/home:")])
+st.set_page_config(
+    page_title="Transfer Studio",
+    page_icon="assets/icon.svg",
+    layout="wide",
+    initial_sidebar_state="expanded",
+)
+init_state()
+
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/data.py", "Data", ":material/photo_library:"),
+    ("pages/model.py", "Model", ":material/account_tree:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/runs.py", "Runs", ":material/history:"),
+    ("pages/evaluate.py", "Evaluate", ":material/fact_check:"),
+    ("pages/predict.py", "Predict", ":material/image_search:"),
+    ("pages/export.py", "Export", ":material/download:"),
+]
+HERE = Path(__file__).parent
+navigation = st.navigation(
+    [
+        st.Page(path, title=title, icon=icon, default=(title == "Home"))
+        for path, title, icon in PAGES
+        if (HERE / path).exists()
+    ]
+)
+st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")
+render_sidebar()
 navigation.run()

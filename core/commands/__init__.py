@@ -4,4 +4,12 @@ Each module defines ``register(subparsers)``; see :mod:`core.cli`.
 """
 
 COMMAND_MODULES: list[str] = [
+    "core.commands.inspect",
+    "core.commands.ingest",
+    "core.commands.backbones",
+    "core.commands.train",
+    "core.commands.runs",
+    "core.commands.evaluate",
+    "core.commands.predict",
+    "core.commands.export",
 ]

@@ -1,0 +1,302 @@
+"""Keras callbacks of the training worker: they record, check and stop; they never draw.
+
+- :class:`LiveMetrics` appends batch events (throttled) and epoch events to
+  ``metrics.jsonl`` and keeps ``status.json`` current.
+- :class:`NonFiniteLossGuard` stops at the first NaN/inf loss by raising
+  :class:`NonFiniteLoss` (Keras' ``TerminateOnNaN`` would end training "normally", which
+  lets ``BackupAndRestore`` delete the last good backup).
+- :class:`CancelCheck` raises :class:`TrainingCancelled` at the next train, validation or
+  predict batch after a cancel request.
+- :class:`BestModelSaver` saves the full model (backbone + head) whenever validation
+  improves, atomically, so the best model so far survives a cancel or a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from core.runs import CANCEL_FILE
+
+
+class TrainingCancelled(Exception):
+    """Raised inside training when the user asked the run to stop."""
+
+
+class NonFiniteLoss(Exception):
+    """Raised when the loss became NaN or infinite.
+
+    Attributes:
+        epoch: 1-based epoch in which it happened.
+        step: 1-based step within that epoch.
+    """
+
+    def __init__(self, epoch: int, step: int, value: float, learning_rate: float | None) -> None:
+        self.epoch, self.step, self.value = epoch, step, value
+        rate = f" (it was {learning_rate:g})" if learning_rate is not None else ""
+        kind = "NaN" if math.isnan(value) else "infinite"
+        super().__init__(
+            f"The loss became {kind} at epoch {epoch}, step {step}; lower the learning "
+            f"rate{rate} and start again."
+        )
+
+
+class CancelToken:
+    """A cancel flag set by a signal handler or by the run folder's cancel request file.
+
+    Args:
+        folder: Run folder whose ``cancel.request`` file means "stop".
+        check_every: Seconds between looks at the file system.
+    """
+
+    def __init__(self, folder: str | Path | None = None, check_every: float = 0.2) -> None:
+        self.folder = Path(folder) if folder is not None else None
+        self.check_every = check_every
+        self._event = threading.Event()
+        self._last_check = 0.0
+
+    def set(self) -> None:
+        """Marks the run as cancelled (safe from a signal handler)."""
+        self._event.set()
+
+    def is_set(self) -> bool:
+        """True once a cancel was requested."""
+        if self._event.is_set():
+            return True
+        now = time.monotonic()
+        if self.folder is not None and now - self._last_check >= self.check_every:
+            self._last_check = now
+            if (self.folder / CANCEL_FILE).exists():
+                self._event.set()
+        return self._event.is_set()
+
+    def raise_if_set(self) -> None:
+        """Raises :class:`TrainingCancelled` when a cancel was requested."""
+        if self.is_set():
+            raise TrainingCancelled("The run was cancelled.")
+
+
+def current_learning_rate(model: keras.Model) -> float | None:
+    """The optimizer's learning rate now (schedules evaluated at the current step)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return None
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (logs or {}).items():
+        try:
+            out[key] = float(keras.ops.convert_to_numpy(value))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _clean(value: float | None) -> float | None:
+    # JSON has no NaN: a non-finite value is written as null.
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+class LiveMetrics(keras.callbacks.Callback):
+    """Writes batch and epoch events and keeps the status current.
+
+    Args:
+        emit: Called with each event dictionary (appends it to ``metrics.jsonl``).
+        update_status: Called with status fields to change (epoch, step, ...).
+        batch_size: Images per step (for images/s).
+        steps_per_epoch: Steps in one epoch.
+        phase: Name of the training phase written into epoch events.
+        batch_interval: Least seconds between two batch events.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], None],
+        update_status: Callable[..., None],
+        *,
+        batch_size: int,
+        steps_per_epoch: int,
+        phase: str,
+        batch_interval: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.emit = emit
+        self.update_status = update_status
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.phase = phase
+        self.batch_interval = batch_interval
+        self.epoch = 0
+        self.train_seconds = 0.0
+        self.train_images = 0
+        self._epoch_start = 0.0
+        self._last_emit = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1
+        self._epoch_start = time.monotonic()
+        self._last_emit = self._epoch_start
+        self._train_end = None
+        self.update_status(phase=self.phase, step=0, steps_per_epoch=self.steps_per_epoch)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.monotonic()
+        step = batch + 1
+        self._train_end = now
+        self._steps_done = step
+        if now - self._last_emit < self.batch_interval and step != self.steps_per_epoch:
+            return
+        self._last_emit = now
+        values = _floats(logs)
+        elapsed = max(now - self._epoch_start, 1e-9)
+        self.emit(
+            {
+                "type": "batch",
+                "epoch": self.epoch,
+                "step": step,
+                "steps": self.steps_per_epoch,
+                "loss": _clean(values.get("loss")),
+                "accuracy": _clean(values.get("accuracy")),
+                "images_per_second": round(step * self.batch_size / elapsed, 2),
+                "phase": self.phase,
+                "time": time.time(),
+            }
+        )
+        self.update_status(step=step)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.monotonic()
+        values = _floats(logs)
+        train_end = getattr(self, "_train_end", None) or now
+        steps = getattr(self, "_steps_done", self.steps_per_epoch)
+        self.train_seconds += train_end - self._epoch_start
+        self.train_images += steps * self.batch_size
+        event = {
+            "type": "epoch",
+            "epoch": epoch + 1,
+            "loss": _clean(values.get("loss")),
+            "accuracy": _clean(values.get("accuracy")),
+            "val_loss": _clean(values.get("val_loss")),
+            "val_accuracy": _clean(values.get("val_accuracy")),
+            "learning_rate": current_learning_rate(self.model),
+            "seconds": round(now - self._epoch_start, 4),
+            "phase": self.phase,
+            "time": time.time(),
+        }
+        self.emit(event)
+        self.update_status(epoch=epoch + 1, step=self.steps_per_epoch)
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput over all epochs this callback saw (validation excluded)."""
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Raises :class:`NonFiniteLoss` at the first NaN or infinite training loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(keras.ops.convert_to_numpy(loss))
+        if not math.isfinite(value):
+            raise NonFiniteLoss(self.epoch, batch + 1, value, current_learning_rate(self.model))
+
+
+class CancelCheck(keras.callbacks.Callback):
+    """Raises :class:`TrainingCancelled` at the next batch after a cancel request."""
+
+    def __init__(self, token: CancelToken) -> None:
+        super().__init__()
+        self.token = token
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.token.raise_if_set()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.token.raise_if_set()
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.token.raise_if_set()
+
+
+def is_better(candidate: dict[str, float | None], best: dict[str, float | None] | None) -> bool:
+    """Whether epoch metrics ``candidate`` beat ``best``: higher val_accuracy, then lower val_loss.
+
+    Non-finite or missing values never win.
+    """
+    acc, loss = candidate.get("val_accuracy"), candidate.get("val_loss")
+    if acc is None or loss is None or not (math.isfinite(acc) and math.isfinite(loss)):
+        return False
+    if best is None:
+        return True
+    if acc != best["val_accuracy"]:
+        return acc > best["val_accuracy"]
+    return loss < best["val_loss"]
+
+
+class BestModelSaver(keras.callbacks.Callback):
+    """Saves ``save(epoch, metrics)`` whenever validation improves; remembers the best.
+
+    The best epoch and its metrics are kept in ``state_path`` (JSON) so a resumed run
+    compares against the best of the earlier sessions.
+
+    Args:
+        save: Writes the model (called with the 1-based epoch and its metrics).
+        state_path: Where the best epoch's metrics are kept between sessions.
+        keep_weights: Model whose weights are copied in memory at each improvement (for
+            restore-best at the end); None to skip.
+    """
+
+    def __init__(
+        self,
+        save: Callable[[int, dict[str, Any]], None],
+        state_path: Path,
+        keep_weights: keras.Model | None = None,
+    ) -> None:
+        super().__init__()
+        self.save = save
+        self.state_path = Path(state_path)
+        self.keep_weights = keep_weights
+        self.best_weights: list | None = None
+        self.best: dict[str, Any] | None = None
+        if self.state_path.is_file():
+            self.best = json.loads(self.state_path.read_text())
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = _floats(logs)
+        metrics = {
+            "epoch": epoch + 1,
+            "loss": values.get("loss"),
+            "accuracy": values.get("accuracy"),
+            "val_loss": values.get("val_loss"),
+            "val_accuracy": values.get("val_accuracy"),
+        }
+        if not is_better(metrics, self.best):
+            return
+        self.save(epoch + 1, metrics)
+        self.best = metrics
+        from core.atomic import atomic_write_json
+
+        atomic_write_json(self.state_path, metrics)
+        if self.keep_weights is not None:
+            self.best_weights = self.keep_weights.get_weights()

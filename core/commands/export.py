@@ -1,0 +1,53 @@
+"""``python -m core export``: export a run's model and check parity with the in-app model."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from core.cli import EXIT_OK, CommandError, emit_json, progress
+
+FORMAT_CHOICES = ("keras", "savedmodel", "tflite", "tflite-int8", "onnx")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``export`` command."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a run to keras / SavedModel / TFLite / ONNX, with a parity check",
+        description=(
+            "Exports a run's model to OUT (a folder: artifact, labels.txt, README.md, snippet) "
+            "and runs the artifact in its own runtime on validation images."
+        ),
+    )
+    parser.add_argument("--run", required=True, help="run folder or run id")
+    parser.add_argument("--format", required=True, choices=FORMAT_CHOICES, dest="fmt")
+    parser.add_argument("--out", help="export folder (default: RUN/exports/FORMAT)")
+    parser.add_argument("--parity-images", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``export``."""
+    from core.export import BackendError, export_run
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = export_run(
+                args.run, args.fmt, args.out, parity_limit=args.parity_images, progress=progress
+            )
+    except (FileNotFoundError, ValueError, BackendError) as error:
+        raise CommandError(str(error)) from error
+    data = result.to_dict()
+    if args.json:
+        emit_json(data)
+    else:
+        parity = result.parity
+        print(
+            f"{result.format}: {result.path} ({result.bytes} bytes); parity top-1 "
+            f"{parity['top1_agreement']:.3f}, max |diff| {parity['max_abs_diff']:.2e}, "
+            f"n={parity['n']}"
+        )
+    return EXIT_OK

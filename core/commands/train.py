@@ -1,0 +1,237 @@
+"""``python -m core train``: train a model in the foreground (or start a background run).
+
+Examples::
+
+    python -m core train --data photos/ --backbone efficientnet_lite0 --epochs 5 --json
+    python -m core train --config my_config.json --json
+    python -m core train --data DATASET_ID --background --json   # returns at once
+
+The last line of stdout (with ``--json``) is the run's summary: run_id, run_dir, state,
+epochs_completed, metrics, best_val_accuracy, images_per_second, num_train, num_val,
+classes, seconds. Exit 0 completed, 1 failed or cancelled, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from core.cli import EXIT_FAILED, EXIT_OK, CommandError, emit_json, progress
+
+RESULT_KEYS = (
+    "epochs_completed",
+    "metrics",
+    "best_epoch",
+    "best_val_accuracy",
+    "images_per_second",
+    "num_train",
+    "num_val",
+    "classes",
+    "seconds",
+    "device",
+    "fast_path",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``train`` command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="Train a model (foreground, or --background to queue a worker).",
+        description="Train a transfer-learning model on a dataset or an image folder/zip.",
+    )
+    source = parser.add_argument_group("what to train on")
+    source.add_argument("--data", help="Dataset id, or a folder/zip of class folders to ingest.")
+    source.add_argument("--config", help="A TrainConfig JSON file (e.g. a run's config.json).")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", help="Backbone name (see `python -m core backbones`).")
+    model.add_argument("--weights", help="imagenet, none or a .weights.h5 file.")
+    model.add_argument("--image-size", type=int, help="Input side in pixels.")
+    model.add_argument("--trainable", help="head, top:N or all.")
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--augment", action="store_true", help="Standard photo augmentation.")
+    fit = parser.add_argument_group("training")
+    fit.add_argument("--epochs", type=int)
+    fit.add_argument("--batch-size", type=int)
+    fit.add_argument("--learning-rate", type=float)
+    fit.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop.")
+    fit.add_argument("--weight-decay", type=float)
+    fit.add_argument("--schedule", help="constant, cosine or reduce_on_plateau.")
+    fit.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    fit.add_argument("--label-smoothing", type=float)
+    fit.add_argument("--class-weights", help="off or balanced.")
+    fit.add_argument("--fine-tune-epochs", type=int)
+    fit.add_argument("--fine-tune-trainable", help="top:N or all (second phase).")
+    fit.add_argument("--fine-tune-lr-mult", type=float)
+    fit.add_argument("--mixed-precision", action="store_true")
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--name", help="A label for the run.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--runs-dir", help="Folder for the run folder (default workspace/runs).")
+    run.add_argument(
+        "--background", action="store_true", help="Start a worker process and return at once."
+    )
+    run.add_argument("--run-dir", help=argparse.SUPPRESS)  # the worker: train this run folder
+    run.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.set_defaults(handler=handle)
+
+
+_MODEL_FLAGS = {
+    "backbone": "backbone",
+    "weights": "weights",
+    "image_size": "image_size",
+    "trainable": "trainable",
+    "dropout": "dropout",
+}
+_TRAIN_FLAGS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "optimizer": "optimizer",
+    "weight_decay": "weight_decay",
+    "schedule": "schedule",
+    "early_stopping": "early_stopping_patience",
+    "label_smoothing": "label_smoothing",
+    "class_weights": "class_weights",
+    "fine_tune_epochs": "fine_tune_epochs",
+    "fine_tune_trainable": "fine_tune_trainable",
+    "fine_tune_lr_mult": "fine_tune_lr_mult",
+    "seed": "seed",
+    "name": "name",
+}
+
+
+def _resolve_dataset(data: str) -> str:
+    """Returns a dataset id for ``--data``: an existing id, or the id of a fresh ingest."""
+    path = Path(data).expanduser()
+    if path.exists() and (path.is_dir() or path.is_file()):
+        from core.ingest import ingest_path
+
+        progress(f"Ingesting {path} ...")
+        try:
+            report = ingest_path(
+                path,
+                name=path.stem or path.name,
+                progress=lambda done, total, msg: None,
+            )
+        except ValueError as error:
+            raise CommandError(f"cannot use {data!r} as a dataset: {error}") from error
+        if getattr(report, "error", None) or not getattr(report, "dataset_id", None):
+            raise CommandError(f"cannot use {data!r} as a dataset: {report.error}")
+        progress(f"Ingested {report.num_images} images as dataset {report.dataset_id}.")
+        return report.dataset_id
+    from core.datasets import load_dataset
+
+    try:
+        return load_dataset(data).id
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise CommandError(
+            f"--data must be a dataset id, a folder or a zip file. Received: {data!r} ({error})"
+        ) from error
+
+
+def build_config(args: argparse.Namespace):
+    """The TrainConfig the flags describe (``--config`` first, flags override it)."""
+    from core.config import AugmentConfig, TrainConfig
+
+    try:
+        base = TrainConfig.load(args.config).to_dict() if args.config else None
+    except (OSError, json.JSONDecodeError, ValueError, TypeError) as error:
+        raise CommandError(f"cannot read --config {args.config!r}: {error}") from error
+    if base is None:
+        if not args.data:
+            raise CommandError("give --data DATASET_OR_FOLDER or --config FILE")
+        base = {"dataset": "pending", "model": {}}
+    model = dict(base.get("model") or {})
+    for flag, key in _MODEL_FLAGS.items():
+        if getattr(args, flag) is not None:
+            model[key] = getattr(args, flag)
+    if args.augment:
+        model["augment"] = AugmentConfig.standard().__dict__
+    base["model"] = model
+    for flag, key in _TRAIN_FLAGS.items():
+        if getattr(args, flag) is not None:
+            base[key] = getattr(args, flag)
+    if args.mixed_precision:
+        base["mixed_precision"] = True
+    try:
+        config = TrainConfig.from_dict(base)
+    except (ValueError, TypeError) as error:
+        raise CommandError(str(error)) from error
+    if args.data:
+        config = config.replace(dataset=_resolve_dataset(args.data))
+    return config
+
+
+def result_of(folder: Path) -> dict[str, Any]:
+    """The JSON result of a run: id, folder, state and the summary's key facts."""
+    from core.runs import read_status, read_summary
+
+    status = read_status(folder)
+    summary = read_summary(folder) or {}
+    result = {
+        "run_id": folder.name,
+        "run_dir": str(folder),
+        "state": status.state,
+        "message": status.message,
+    }
+    for key in RESULT_KEYS:
+        result[key] = summary.get(key)
+    if result["epochs_completed"] is None:
+        result["epochs_completed"] = status.epoch
+    return result
+
+
+def echo_event(event: dict[str, Any]) -> None:
+    """Prints epoch events and notes as progress lines on stderr."""
+    if event.get("type") == "epoch":
+        parts = [f"epoch {event['epoch']}"]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if event.get(key) is not None:
+                parts.append(f"{key} {event[key]:.4f}")
+        parts.append(f"{event['seconds']:.1f}s")
+        progress("  ".join(parts))
+    elif event.get("type") == "note":
+        progress(f"note: {event['message']}")
+
+
+def run_foreground(folder: Path, *, resume: bool, as_json: bool) -> int:
+    """Runs the worker for ``folder`` in this process and reports like the CLI contract."""
+    from core.worker import run_worker
+
+    final = run_worker(folder, resume=resume, echo=None if as_json else echo_event)
+    result = result_of(folder)
+    if as_json:
+        emit_json(result)
+    else:
+        progress(f"run {result['run_id']}: {final.state}. {final.message}")
+    if final.state == "completed":
+        return EXIT_OK
+    progress(f"error: {final.message}")
+    return EXIT_FAILED
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Handler of ``train``."""
+    from core.runs import create_run, find_run
+
+    if args.run_dir:
+        # Worker mode: train an existing run folder (made by start_run / resume_run).
+        folder = Path(args.run_dir).resolve()
+        if not (folder / "config.json").is_file():
+            raise CommandError(f"--run-dir {args.run_dir!r} holds no config.json")
+        return run_foreground(folder, resume=args.resume, as_json=args.json)
+    config = build_config(args)
+    if args.background:
+        from core.jobs import start_run
+
+        run_id = start_run(config, root=args.runs_dir)
+        folder = find_run(run_id, args.runs_dir)
+        emit_json(result_of(folder)) if args.json else progress(f"started run {run_id}")
+        return EXIT_OK
+    folder = create_run(config, args.runs_dir)
+    progress(f"run {folder.name} in {folder}")
+    return run_foreground(folder, resume=False, as_json=args.json)

@@ -1,0 +1,225 @@
+"""Decoded, resized images cached as one uint8 array per (dataset, image size).
+
+Decoding JPEGs every epoch costs more than a frozen backbone's forward pass on a CPU, so
+each image is decoded and resized once into ``workspace/cache/images/<key>.npy``, a
+memory-mapped ``(N, size, size, 3)`` uint8 array, with ``<key>.json`` naming the image of
+each row. The array is filled a chunk at a time, so host memory stays bounded however many
+images there are; training reads it through :class:`ArrayFeeder`, a ``keras.utils.PyDataset``
+(backend-generic: no ``tf.data``), so epochs do no decoding at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.atomic import atomic_write_json
+from core.workspace import cache_dir
+
+CHUNK = 256
+Progress = Callable[[int, int, str], None]
+
+
+def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
+    """Turns a PIL image into the model's input: RGB, ``size`` x ``size``, uint8.
+
+    The whole picture is squashed to a square (no crop), with bilinear filtering; training,
+    evaluation and prediction must all use this function so the model sees the same pixels.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_resized(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """Reads one stored (already normalised) image and resizes it for the model.
+
+    JPEGs are decoded at a reduced scale with ``draft()`` when they are much larger than
+    ``size``, which makes decoding several times faster.
+    """
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (size * 2, size * 2))
+        return resize_for_model(image, size)
+
+
+@dataclass
+class ImageCache:
+    """A cached image array and the index of its rows.
+
+    Attributes:
+        array: ``(N, size, size, 3)`` uint8, memory-mapped read-only.
+        images: Manifest ``image`` value (relative path) of each row.
+        size: Side of the images in pixels.
+        path: The ``.npy`` file.
+        built_seconds: Seconds spent building it (0 when it was reused).
+    """
+
+    array: np.ndarray
+    images: list[str]
+    size: int
+    path: Path
+    built_seconds: float = 0.0
+
+    def rows(self, images: Sequence[str]) -> np.ndarray:
+        """Row numbers of ``images`` (manifest ``image`` values).
+
+        Raises:
+            KeyError: If an image is not in the cache.
+        """
+        index = {name: row for row, name in enumerate(self.images)}
+        return np.array([index[name] for name in images], dtype=np.int64)
+
+
+def cache_key(fingerprint: str, size: int) -> str:
+    """File stem of the cache of a dataset state and image size."""
+    digest = hashlib.sha256(f"{fingerprint}|{size}".encode()).hexdigest()[:20]
+    return f"{digest}-{size}"
+
+
+def _open_existing(npy: Path, index: Path, size: int) -> ImageCache | None:
+    if not (npy.is_file() and index.is_file()):
+        return None
+    images = json.loads(index.read_text())["images"]
+    array = np.load(npy, mmap_mode="r")
+    if array.shape != (len(images), size, size, 3) or array.dtype != np.uint8:
+        return None
+    return ImageCache(array=array, images=images, size=size, path=npy)
+
+
+def build_image_cache(
+    dataset_dir: str | os.PathLike[str],
+    images: Sequence[str],
+    fingerprint: str,
+    size: int,
+    *,
+    threads: int = 2,
+    progress: Progress | None = None,
+    should_stop: Callable[[], None] | None = None,
+) -> ImageCache:
+    """Returns the cached array of ``images`` at ``size``, building it if needed.
+
+    Args:
+        dataset_dir: The dataset folder (manifest paths are relative to it).
+        images: Manifest ``image`` values, in the row order of the array.
+        fingerprint: The dataset's fingerprint (changes when its set of images changes).
+        size: Side of the square images in pixels.
+        threads: Decoding threads (Pillow releases the GIL while decoding).
+        progress: Called with (done, total, message) after each chunk.
+        should_stop: Called after each chunk; raises to abandon the build (cancel).
+
+    Returns:
+        The cache, memory-mapped read-only.
+    """
+    folder = cache_dir() / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    key = cache_key(fingerprint, size)
+    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
+    existing = _open_existing(npy, index, size)
+    if existing is not None and existing.images == list(images):
+        return existing
+    started = time.monotonic()
+    dataset_dir = Path(dataset_dir)
+    total = len(images)
+    tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
+    try:
+        array = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(total, size, size, 3)
+        )
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for start in range(0, total, CHUNK):
+                names = images[start : start + CHUNK]
+                paths = [dataset_dir / name for name in names]
+                for offset, pixels in enumerate(pool.map(lambda p: load_resized(p, size), paths)):
+                    array[start + offset] = pixels
+                if progress is not None:
+                    progress(min(start + CHUNK, total), total, f"Decoding images at {size} px")
+                if should_stop is not None:
+                    should_stop()
+        array.flush()
+        del array
+        atomic_write_json(index, {"images": list(images), "size": size, "fingerprint": fingerprint})
+        os.replace(tmp, npy)
+    finally:
+        tmp.unlink(missing_ok=True)
+    cache = _open_existing(npy, index, size)
+    if cache is None:
+        raise RuntimeError(f"The image cache {npy} was written but cannot be read back.")
+    cache.built_seconds = time.monotonic() - started
+    return cache
+
+
+def _py_dataset_base() -> type:
+    import keras
+
+    return keras.utils.PyDataset
+
+
+class ArrayFeeder(_py_dataset_base()):
+    """Feeds Keras batches from rows of a (memory-mapped) array.
+
+    Args:
+        array: Source array, e.g. the image cache or an embedding matrix.
+        rows: Which rows of ``array`` form this split.
+        targets: One-hot targets, one row per entry of ``rows``.
+        batch_size: Rows per batch.
+        shuffle: Reshuffle the order every epoch.
+        seed: Seed of the shuffling.
+        sample_weights: Optional weight per entry of ``rows``.
+        dtype: What the batch is converted to (images go in as float 0..255).
+    """
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        rows: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        sample_weights: np.ndarray | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        if len(rows) != len(targets):
+            raise ValueError(f"rows and targets differ in length: {len(rows)} != {len(targets)}")
+        self.array = array
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype="float32")
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.sample_weights = sample_weights
+        self.dtype = dtype
+        self._rng = np.random.default_rng(seed)
+        self._order = np.arange(len(self.rows))
+        if shuffle:
+            self._rng.shuffle(self._order)
+
+    def __len__(self) -> int:
+        return max(1, -(-len(self.rows) // self.batch_size))
+
+    def __getitem__(self, index: int):
+        picks = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        # Reading a memmap in ascending row order touches the file sequentially.
+        picks = np.sort(picks)
+        x = np.asarray(self.array[self.rows[picks]], dtype=self.dtype)
+        y = self.targets[picks]
+        if self.sample_weights is None:
+            return x, y
+        return x, y, np.asarray(self.sample_weights[picks], dtype="float32")
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._rng.shuffle(self._order)

@@ -1,0 +1,229 @@
+"""Starting, cancelling and resuming training runs in their own worker processes.
+
+The app (or the CLI with ``--background``) calls :func:`start_run`; it makes the run folder
+and launches ``python -m core train --config <run>/config.json --run-dir <run>`` as a new
+process session, so closing the app does not kill training. The worker waits in the queue
+(status ``queued``) while another run holds the device, see :mod:`core.worker`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import core
+from core.config import TrainConfig
+from core.runs import (
+    CANCEL_FILE,
+    CONFIG_FILE,
+    WORKER_LOG,
+    RunStatus,
+    create_run,
+    find_run,
+    now_iso,
+    pid_alive,
+    read_status,
+    request_cancel,
+    write_status,
+)
+from core.workspace import HOME_ENV, workspace_root
+
+# Worker processes this process started, so finished ones get reaped (no zombies).
+_children: list[subprocess.Popen] = []
+
+
+def _reap() -> None:
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+
+
+def worker_command(folder: Path, *, resume: bool = False) -> list[str]:
+    """The command line of the worker process for run folder ``folder``."""
+    command = [
+        sys.executable,
+        "-m",
+        "core",
+        "train",
+        "--config",
+        str(folder / CONFIG_FILE),
+        "--run-dir",
+        str(folder),
+        "--json",
+    ]
+    if resume:
+        command.append("--resume")
+    return command
+
+
+def spawn_worker(folder: str | os.PathLike[str], *, resume: bool = False) -> subprocess.Popen:
+    """Launches the worker of an existing run folder and returns its process.
+
+    The worker runs in its own session (a signal to the app does not reach it), with the
+    same workspace root, and writes its output to ``worker.log`` in the run folder.
+    """
+    folder = Path(folder).resolve()
+    _reap()
+    env = dict(os.environ)
+    env[HOME_ENV] = str(workspace_root())
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    repo_root = Path(core.__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(repo_root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    with open(folder / WORKER_LOG, "ab") as log:
+        process = subprocess.Popen(
+            worker_command(folder, resume=resume),
+            cwd=repo_root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _children.append(process)
+    return process
+
+
+def start_run(config: TrainConfig, *, root: str | os.PathLike[str] | None = None) -> str:
+    """Creates a run for ``config`` and starts its worker process.
+
+    If another run holds the device, the new run stays ``queued`` until it ends.
+
+    Args:
+        config: What to train (validated on construction).
+        root: Folder holding runs; defaults to ``workspace/runs``.
+
+    Returns:
+        The run id (its folder name under ``root``).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig. Received: {type(config).__name__}")
+    folder = create_run(config, root)
+    # The worker records its own pid as it starts; one that dies before that shows as
+    # interrupted once the initial heartbeat is stale.
+    spawn_worker(folder)
+    return folder.name
+
+
+def _wait_until_inactive(folder: Path, timeout: float) -> RunStatus:
+    deadline = time.monotonic() + timeout
+    status = read_status(folder)
+    while status.active and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.2)
+        status = read_status(folder)
+    return status
+
+
+def _escalate(folder: Path, grace_seconds: float) -> RunStatus:
+    status = _wait_until_inactive(folder, grace_seconds)
+    if not status.active or status.pid is None:
+        return status
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if not pid_alive(status.pid):
+            break
+        try:
+            os.killpg(status.pid, sig)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            os.kill(status.pid, sig)
+        status = _wait_until_inactive(folder, wait)
+        if not status.active:
+            return status
+    status = read_status(folder)
+    if status.state in ("running", "queued", "interrupted") and not pid_alive(status.pid):
+        # The worker could not record its own end; record it for it.
+        status.state = "cancelled"
+        status.finished = now_iso()
+        status.message = "Cancelled: the worker did not stop by itself and was killed."
+        write_status(folder, status)
+    return status
+
+
+def cancel_run(
+    run_id: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    wait: bool = True,
+    grace_seconds: float = 15.0,
+) -> RunStatus:
+    """Asks a run to stop; the worker honours it at the next batch.
+
+    The best model so far stays in the run folder. If the worker has not stopped after
+    ``grace_seconds``, it gets SIGTERM, then SIGKILL.
+
+    Args:
+        run_id: The run's id or folder.
+        root: Folder holding runs; defaults to ``workspace/runs``.
+        wait: Block until the run stopped (or was killed). When False, the escalation runs
+            in a background thread and the current status is returned at once.
+        grace_seconds: How long the worker gets to stop by itself.
+
+    Returns:
+        The run's status after the request (``cancelled`` when ``wait`` and it stopped).
+
+    Raises:
+        FileNotFoundError: If there is no such run.
+    """
+    folder = find_run(run_id, root)
+    status = read_status(folder)
+    if not status.active:
+        return status
+    request_cancel(folder)
+    if status.pid is not None and pid_alive(status.pid):
+        # A worker stuck before its first batch check also hears the signal.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(status.pid, signal.SIGUSR1)
+    if wait:
+        return _escalate(folder, grace_seconds)
+    threading.Thread(target=_escalate, args=(folder, grace_seconds), daemon=True).start()
+    return read_status(folder)
+
+
+def resume_run(run_id: str, *, root: str | os.PathLike[str] | None = None) -> str:
+    """Starts a new worker for an interrupted, failed or cancelled run.
+
+    Training continues from the last completed epoch (``BackupAndRestore`` state under
+    ``checkpoints/``), with the metrics written so far kept.
+
+    Args:
+        run_id: The run's id or folder.
+        root: Folder holding runs; defaults to ``workspace/runs``.
+
+    Returns:
+        The run id.
+
+    Raises:
+        FileNotFoundError: If there is no such run.
+        ValueError: If the run is still active or already completed.
+    """
+    folder = prepare_resume(run_id, root)
+    spawn_worker(folder, resume=True)
+    return folder.name
+
+
+def prepare_resume(run_id: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Checks that a run can be resumed and marks it queued again; returns its folder."""
+    folder = find_run(run_id, root)
+    status = read_status(folder)
+    if status.state not in ("interrupted", "failed", "cancelled"):
+        raise ValueError(
+            "Only an interrupted, failed or cancelled run can be resumed. "
+            f"Received: run {folder.name!r} in state {status.state!r}"
+        )
+    (folder / CANCEL_FILE).unlink(missing_ok=True)
+    status.state = "queued"
+    status.pid = None
+    status.heartbeat = now_iso()
+    status.finished = ""
+    status.message = "Waiting for a worker to resume the run."
+    write_status(folder, status)
+    return folder

@@ -1,0 +1,269 @@
+"""Data: add images (zip, folder, class by class, webcam), look at them, fix them, split them."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import datasets as store
+from core import ingest
+from ui import data_view, engine
+from ui.state import set_dataset
+
+st.title("Data")
+st.caption(
+    "One class per kind of picture you want told apart. A few dozen images per class is "
+    "enough to start; more, and more varied, is better."
+)
+
+
+def _progress_bar():
+    bar = st.progress(0.0, text="Reading images…")
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=message or f"{done} of {total}")
+
+    return bar, progress
+
+
+def _run_ingest(call, *args, **kwargs) -> None:
+    """Runs an ingest call with a progress bar, remembers its report, selects the dataset."""
+    bar, progress = _progress_bar()
+    try:
+        report = call(*args, progress=progress, **kwargs)
+    except ValueError as error:  # DatasetError: refused, with the report attached
+        report = getattr(error, "report", None)
+        st.session_state["data_report"] = report.to_dict() if report else {"error": str(error)}
+        st.session_state["data_report"].setdefault("error", str(error))
+        bar.empty()
+        return
+    bar.empty()
+    st.session_state["data_report"] = report.to_dict()
+    if report.dataset_id:
+        set_dataset(report.dataset_id)
+        st.rerun()
+
+
+def _files(uploads) -> list[tuple[str, bytes]]:
+    return [(f.name, f.getvalue()) for f in uploads or []]
+
+
+# ---- which dataset ---------------------------------------------------------------------
+all_datasets = store.list_datasets()
+ids = [d.id for d in all_datasets]
+names = {
+    d.id: f"{d.name} · {len(d.manifest)} images · {len(d.classes)} classes" for d in all_datasets
+}
+current = st.session_state["dataset_id"]
+choice = st.selectbox(
+    "Current dataset",
+    [None, *ids],
+    index=(ids.index(current) + 1) if current in ids else 0,
+    format_func=lambda i: "➕ New dataset" if i is None else names[i],
+    key=f"data_pick_{current}",
+    help="Pick a dataset you made before, or start a new one below.",
+)
+if choice != current:
+    set_dataset(choice)
+    st.rerun()
+dataset = engine.dataset_or_error(choice)[0] if choice else None
+
+# ---- add images ------------------------------------------------------------------------
+st.subheader("Add images to this dataset" if dataset else "Create a dataset")
+tab_zip, tab_folder, tab_class, tab_cam = st.tabs(
+    [
+        ":material/folder_zip: Zip file",
+        ":material/folder: Folder",
+        ":material/label: Class by class",
+        ":material/photo_camera: Webcam",
+    ]
+)
+with tab_zip:
+    st.caption("A zip with one folder per class, e.g. `cats/…jpg`, `dogs/…jpg`.")
+    upload = st.file_uploader("Zip of class folders", type=["zip"], key="data_zip")
+    zip_name = st.text_input(
+        "Dataset name",
+        Path(upload.name).stem if upload else "",
+        key="data_zip_name",
+        placeholder="e.g. Leaves",
+    )
+    if st.button(
+        "Create dataset from zip", type="primary", disabled=upload is None, key="data_zip_go"
+    ):
+        _run_ingest(
+            ingest.ingest_zip_bytes, upload.getvalue(), name=zip_name or Path(upload.name).stem
+        )
+with tab_folder:
+    st.caption("Choose a folder that holds one sub-folder per class.")
+    folder = st.file_uploader(
+        "Folder of class folders",
+        accept_multiple_files="directory",
+        type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+        key="data_folder",
+    )
+    groups = data_view.group_by_folder(_files(folder))
+    if folder:
+        st.caption(
+            "Found: "
+            + (", ".join(f"**{k}** ({len(v)})" for k, v in groups.items()) or "no class folders")
+        )
+    folder_name = st.text_input("Dataset name", key="data_folder_name", placeholder="e.g. Leaves")
+    if st.button(
+        "Create dataset from folder", type="primary", disabled=not groups, key="data_folder_go"
+    ):
+        _run_ingest(ingest.ingest_uploads, groups, name=folder_name or "My images")
+with tab_class:
+    if dataset:
+        st.caption("Add pictures to an existing class, or type a new class name.")
+        cols = st.columns(2)
+        target = cols[0].selectbox(
+            "Class", [*dataset.classes, "➕ New class…"], key="data_add_class"
+        )
+        if target == "➕ New class…":
+            target = cols[1].text_input("New class name", key="data_add_new").strip()
+        files = st.file_uploader(
+            "Images",
+            accept_multiple_files=True,
+            key="data_add_files",
+            type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+        )
+        if st.button(
+            "Add images", type="primary", disabled=not (files and target), key="data_add_go"
+        ):
+            _run_ingest(store.add_images, dataset.id, target, _files(files))
+    else:
+        st.caption("Name your classes, then drop the pictures of each one into its box.")
+        classes = st.session_state.setdefault("data_new_classes", ["class 1", "class 2"])
+        per_class = {}
+        for index, _ in enumerate(list(classes)):
+            cols = st.columns([1, 2])
+            classes[index] = cols[0].text_input(
+                f"Class {index + 1}", classes[index], key=f"data_cls_{index}"
+            )
+            per_class[classes[index]] = _files(
+                cols[1].file_uploader(
+                    f"Images of class {index + 1}",
+                    accept_multiple_files=True,
+                    key=f"data_cls_files_{index}",
+                    type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+                    label_visibility="collapsed",
+                )
+            )
+        buttons = st.columns([1, 1, 3])
+        if buttons[0].button("Add a class", icon=":material/add:", key="data_cls_add"):
+            classes.append(f"class {len(classes) + 1}")
+            st.rerun()
+        photos = st.session_state.get("data_photos", {})
+        for label, shots in photos.items():
+            per_class.setdefault(label, []).extend(shots)
+        new_name = st.text_input("Dataset name", key="data_cls_name", placeholder="e.g. Leaves")
+        if buttons[1].button(
+            "Create dataset",
+            type="primary",
+            key="data_cls_go",
+            disabled=sum(len(v) for v in per_class.values()) == 0,
+        ):
+            st.session_state.pop("data_photos", None)
+            _run_ingest(
+                ingest.ingest_uploads,
+                {k.strip(): v for k, v in per_class.items() if v},
+                name=new_name or "My images",
+            )
+with tab_cam:
+    st.caption("Take pictures one by one; each goes into the class you choose.")
+    cols = st.columns([2, 1])
+    known = (
+        dataset.classes if dataset else [c for c in st.session_state.get("data_new_classes", [])]
+    )
+    label = cols[1].selectbox("Into class", known, key="data_cam_class")
+    shot = cols[0].camera_input("Take a picture", key="data_cam")
+    if (
+        shot is not None
+        and label
+        and cols[1].button("Add this picture", type="primary", key="data_cam_go")
+    ):
+        name = f"webcam-{len(st.session_state.get('data_photos', {}).get(label, [])) + 1}.jpg"
+        if dataset:
+            _run_ingest(store.add_images, dataset.id, label, [(name, shot.getvalue())])
+        else:
+            st.session_state.setdefault("data_photos", {}).setdefault(label, []).append(
+                (name, shot.getvalue())
+            )
+            st.toast(
+                f"Kept for class '{label}'. Press Create dataset on 'Class by class' when ready."
+            )
+
+if st.session_state.get("data_report"):
+    with st.container(border=True):
+        head = st.columns([5, 1])
+        head[0].markdown("**Last import**")
+        if head[1].button("Dismiss", key="data_report_close"):
+            st.session_state.pop("data_report")
+            st.rerun()
+        data_view.show_report(st.session_state["data_report"])
+
+if dataset is None:
+    st.stop()
+
+# ---- the dataset -----------------------------------------------------------------------
+st.divider()
+st.subheader(f"{dataset.name}")
+data_view.overview(dataset)
+
+st.subheader("Look through the images")
+st.caption("Tick images to delete them or move them to another class.")
+selected, shown_class = data_view.browser(dataset)
+actions = st.columns([1, 2, 1, 2], vertical_alignment="bottom")
+if actions[0].button(
+    f"Delete {len(selected)} selected",
+    icon=":material/delete:",
+    disabled=not selected,
+    key="data_delete",
+):
+    store.delete_images(dataset.id, selected)
+    data_view.clear_selection(selected)
+    st.rerun()
+move_to = actions[1].selectbox(
+    "Move selected to", [c for c in dataset.classes if c != shown_class], key="data_move_to"
+)
+if actions[2].button(
+    "Move", icon=":material/drive_file_move:", disabled=not (selected and move_to), key="data_move"
+):
+    store.relabel_images(dataset.id, selected, move_to)
+    data_view.clear_selection(selected)
+    st.rerun()
+
+with st.expander("Rename a class", icon=":material/edit:"):
+    cols = st.columns([1, 1, 1], vertical_alignment="bottom")
+    old = cols[0].selectbox("Class", dataset.classes, key="data_rename_old")
+    new = cols[1].text_input("New name", key="data_rename_new").strip()
+    if cols[2].button("Rename", disabled=not new or new == old, key="data_rename_go"):
+        try:
+            store.rename_class(dataset.id, old, new)
+        except ValueError as error:
+            st.error(str(error))
+        else:
+            st.rerun()
+
+st.subheader("Train / validation / test split")
+st.caption(
+    "The model learns from *train*, is tuned on *validation*, and is judged once on *test*, "
+    "images it never saw. The split is stratified: each class is cut the same way."
+)
+cols = st.columns(4, vertical_alignment="bottom")
+val = cols[0].slider("Validation share", 0.05, 0.4, dataset.val_fraction, 0.05, key="data_val")
+test = cols[1].slider("Test share", 0.0, 0.4, dataset.test_fraction, 0.05, key="data_test")
+seed = cols[2].number_input(
+    "Seed",
+    0,
+    2**31 - 1,
+    dataset.seed,
+    key="data_seed",
+    help="The same seed always gives the same split.",
+)
+if cols[3].button("Apply split", icon=":material/call_split:", key="data_split"):
+    try:
+        store.resplit(dataset.id, val, test, int(seed))
+    except ValueError as error:
+        st.error(str(error))
+    else:
+        st.rerun()

@@ -1,0 +1,178 @@
+"""Train: hyperparameters, Start, and the live view of the run (re-attachable by URL)."""
+
+import streamlit as st
+
+from core.figures import batch_events, batch_loss_figure, history_figure
+from core.runs import MetricsReader, read_config
+from ui import engine, run_view
+from ui.devices import device_panel
+from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
+from ui.nav import link
+from ui.state import build_train_config, set_run
+from ui.train_form import hyperparameter_form
+
+st.title("Train")
+st.caption(
+    "Training runs in the background on this machine: you can leave this page, refresh it, "
+    "or open it in a second tab, and it picks the run up again."
+)
+
+run_id = st.session_state["run_id"]
+if run_id:
+    st.query_params["run"] = run_id
+
+
+def _controls(status) -> None:
+    """Cancel / Resume / next steps, by state."""
+    if status.active:
+        if st.button("Cancel training", icon=":material/stop_circle:", key="train_cancel"):
+            from core.jobs import cancel_run
+
+            cancel_run(status.run_id, wait=False)
+            st.toast("Cancelling: the run stops after the current batch and keeps its best model.")
+    elif status.state in ("interrupted", "failed", "cancelled") and st.button(
+        "Resume this run", icon=":material/play_arrow:", key="train_resume"
+    ):
+        from core.jobs import resume_run
+
+        try:
+            resume_run(status.run_id)
+        except (ValueError, FileNotFoundError) as error:
+            st.error(str(error))
+        else:
+            st.rerun(scope="app")
+    if status.state == "completed":
+        cols = st.columns(3)
+        link(
+            "pages/evaluate.py",
+            where=cols[0],
+            label="See where it is wrong",
+            icon=":material/fact_check:",
+        )
+        link(
+            "pages/predict.py",
+            where=cols[1],
+            label="Try it on new images",
+            icon=":material/image_search:",
+        )
+        link(
+            "pages/export.py", where=cols[2], label="Download the model", icon=":material/download:"
+        )
+
+
+def _live(run_id: str, was_active: bool) -> None:
+    status, error = engine.status_or_error(run_id)
+    if status is None:
+        st.warning(f"Run `{run_id}` cannot be shown: {error}")
+        return
+    if was_active and not status.active:
+        st.rerun(scope="app")  # the run just ended: redraw the page without polling
+    events = MetricsReader(engine.run_folder(run_id)).all()
+    elapsed, eta = run_view.timing(status)
+    phase = PHASE_NAMES.get(status.phase, status.phase)
+    head = st.columns([3, 2], vertical_alignment="center")
+    badge = STATE_BADGES.get(status.state, status.state)
+    head[0].markdown(f"#### {badge} &nbsp; {phase if status.active else ''}")
+    with head[1]:
+        _controls(status)
+    if status.state == "queued":
+        st.info(f":material/schedule: {status.message or 'Waiting for the device to be free.'}")
+    elif status.state == "failed":
+        st.error(status.message or "The run failed.")
+        st.markdown(
+            "**What to try**\n"
+            + "\n".join(f"- {t}" for t in run_view.failure_advice(status.message))
+        )
+    elif status.state in ("interrupted", "cancelled") and status.message:
+        st.warning(status.message)
+    elif status.state == "completed":
+        st.success(status.message or "Training finished. The best model is saved.")
+    st.progress(status.progress, text=f"Epoch {status.epoch} of {status.total_epochs}")
+    best = run_view.best_val_accuracy(events)
+    speed = run_view.latest_throughput(events)
+    m = st.columns(5)
+    m[0].metric("Epoch", f"{status.epoch} / {status.total_epochs}")
+    m[1].metric("Best val accuracy", f"{best:.1%}" if best is not None else "–")
+    m[2].metric("Images / s", f"{speed:,.0f}" if speed else "–")
+    m[3].metric("Elapsed", run_view.format_duration(elapsed))
+    m[4].metric("Time left (est.)", run_view.format_duration(eta) if status.active else "–")
+    charts = st.columns(2)
+    charts[0].plotly_chart(history_figure(events, "loss"), key=f"loss_{run_id}")
+    charts[1].plotly_chart(history_figure(events, "accuracy"), key=f"acc_{run_id}")
+    if batch_events(events):
+        st.plotly_chart(batch_loss_figure(events), key=f"batch_{run_id}")
+    for note in run_view.notes(events):
+        st.caption(f":material/info: {note}")
+
+
+def _run_header(run_id: str) -> None:
+    try:
+        config = read_config(engine.run_folder(run_id))
+    except (FileNotFoundError, ValueError) as error:
+        st.warning(f"Run `{run_id}` has no readable settings: {error}")
+        return
+    dataset, _ = engine.dataset_or_error(config.dataset)
+    model = config.model
+    st.markdown(
+        f"**{config.name or run_id}** · data: {dataset.name if dataset else config.dataset} · "
+        f"{engine.backbone_title(model.backbone)} at {model.image_size} px · "
+        f"{trainable_phrase(model.trainable)} · {config.total_epochs} epochs · "
+        f"{config.optimizer} lr {config.learning_rate:g}"
+    )
+
+
+active = False
+if run_id:
+    with st.container(border=True):
+        _run_header(run_id)
+        status, _ = engine.status_or_error(run_id)
+        active = bool(status and status.active)
+        if active:
+            st.fragment(run_every=1.5)(_live)(run_id, True)
+        else:
+            _live(run_id, False)
+
+# ---- settings of a new run ------------------------------------------------------------
+dataset_id = st.session_state["dataset_id"]
+if run_id:
+    st.subheader("Start a new run")
+else:
+    st.subheader("Settings")
+if not dataset_id:
+    st.info("First add images on the **Data** page (or load the sample on **Home**).")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
+    st.stop()
+
+dataset, error = engine.dataset_or_error(dataset_id)
+if dataset is None:
+    st.error(f"The current dataset cannot be loaded: {error}")
+    st.stop()
+model = st.session_state["model_config"]
+st.caption(
+    f"Data: **{dataset.name}** ({len(dataset.manifest)} images, {len(dataset.classes)} classes) · "
+    f"Model: **{engine.backbone_title(model.backbone)}**, {model.image_size} px, "
+    f"{trainable_phrase(model.trainable)} — change it on the Model page."
+)
+problems = dataset.problems()
+for problem in problems:
+    st.error(f"This dataset cannot be trained on yet: {problem}.", icon=":material/report:")
+if active:
+    st.caption(
+        "Another run started now waits in the queue until this one ends (one training at a "
+        "time on this machine)."
+    )
+overrides = hyperparameter_form(st.session_state["train_config"])
+if overrides is not None and not problems:
+    try:
+        config = build_train_config(dataset_id, overrides)
+    except ValueError as error:
+        st.error(f"These settings cannot be used: {error}")
+        st.stop()
+    from core.jobs import start_run
+
+    st.session_state["train_config"] = overrides
+    set_run(start_run(config))
+    st.rerun()
+
+with st.expander("What will it run on?", icon=":material/memory:"):
+    device_panel()

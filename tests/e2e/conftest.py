@@ -1,0 +1,149 @@
+"""Browser tests: a real ``streamlit run app.py`` server and Debian's headless Chromium.
+
+The server runs once per test session on a free localhost port with its own temporary
+``TRANSFER_STUDIO_HOME``; each test gets a fresh browser page. Screenshots go to
+``test-artifacts/screenshots/``. Without ``/usr/bin/chromium`` the tests are skipped, except
+when ``CI=true``, where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+SERVER_START_SECONDS = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _require_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    message = f"{CHROMIUM} is missing (install it: apt-get install -y chromium)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def studio_home(tmp_path_factory) -> Path:
+    """The workspace of the test server (shared by every browser test of the session)."""
+    return tmp_path_factory.mktemp("e2e-workspace")
+
+
+@pytest.fixture(scope="session")
+def server(studio_home):
+    """Starts ``streamlit run app.py`` and yields its base URL once /_stcore/health answers."""
+    _require_chromium()
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        TRANSFER_STUDIO_HOME=str(studio_home),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        # Never reach out: a refused local port stands in for the weights server.
+        TRANSFER_STUDIO_WEIGHTS_MIRROR="http://127.0.0.1:9",
+    )
+    log = open(studio_home / "server.log", "wb")  # noqa: SIM115 - closed in teardown
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.close()
+            text = (studio_home / "server.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"streamlit did not start on {url}:\n{text}")
+        time.sleep(0.5)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session."""
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh browser tab (its own Streamlit session) with downloads allowed."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    tab.base_url = server  # type: ignore[attr-defined]
+    yield tab
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Folder for the screenshots of this run (emptied at the start of the session)."""
+    if SCREENSHOTS.exists():
+        shutil.rmtree(SCREENSHOTS)
+    SCREENSHOTS.mkdir(parents=True)
+    return SCREENSHOTS

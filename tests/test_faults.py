@@ -1,0 +1,168 @@
+"""Training faults caused for real: NaN loss, out of memory, cancel, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_training_support import make_dataset, small_config, wait_for, worker_log
+
+from core.jobs import cancel_run, resume_run, start_run
+from core.runs import (
+    MetricsReader,
+    create_run,
+    epoch_events,
+    read_status,
+    read_summary,
+    run_dir,
+)
+from core.worker import is_out_of_memory, out_of_memory_message, run_worker
+
+pytestmark = pytest.mark.slow
+
+
+def _load(folder: Path):
+    from core.model_io import load_model
+
+    return load_model(folder / "model.keras")
+
+
+def test_nan_loss_fails_naming_epoch_and_step_and_keeps_last_good_model(tmp_path):
+    # VGG16 has no BatchNorm: SGD at learning rate 10 blows its weights up within a few
+    # steps. Phase 1 (head only, sane rate) finishes and saves a model; phase 2 at 1 x 10
+    # diverges.
+    config = small_config(
+        make_dataset(tmp_path, per_class=8),
+        model={"backbone": "vgg16"},
+        optimizer="sgd",
+        learning_rate=1.0,
+        epochs=1,
+        fine_tune_epochs=2,
+        fine_tune_lr_mult=10.0,
+    )
+    folder = create_run(config)
+    status = run_worker(folder)
+    assert status.state == "failed"
+    assert re.search(r"loss became (NaN|infinite) at epoch [23], step \d+; lower the learning rate",
+                     status.message), status.message
+    assert "best model so far (epoch 1) is kept" in status.message
+    model, labels = _load(folder)
+    assert labels == ["circle", "square", "triangle"]
+    assert np.isfinite(model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)).all()
+    # Phase 1's backup and end-of-phase weights survive (TerminateOnNaN would delete them).
+    assert (folder / "checkpoints" / "phase1" / "latest.weights.h5").is_file()
+    assert (folder / "checkpoints" / "phase1.done.weights.h5").is_file()
+    summary = read_summary(folder)
+    assert summary["state"] == "failed" and summary["epochs_completed"] == 1
+    assert summary["best_epoch"] == 1
+
+
+def test_out_of_memory_is_reported_with_the_batch_size(tmp_path):
+    # A genuine allocation failure: a flattened 1024-px MobileNetV2 feature map (1.3 M values)
+    # into 8192 dense units is a 43 GB kernel. Linux refuses that at once (more than RAM +
+    # swap under the default heuristic overcommit), TensorFlow raises ResourceExhaustedError
+    # without touching the memory, and the run fails with the sentence a person needs.
+    overcommit = Path("/proc/sys/vm/overcommit_memory")
+    if not overcommit.exists() or overcommit.read_text().strip() == "1":
+        pytest.skip("needs a kernel that refuses impossible allocations (overcommit != 1)")
+    config = small_config(
+        make_dataset(tmp_path, per_class=6, size=32),
+        model={"backbone": "mobilenet_v2", "image_size": 1024, "pooling": "flatten",
+               "dense_units": (8192,)},
+        batch_size=32,
+    )
+    folder = create_run(config)
+    status = run_worker(folder)
+    assert status.state == "failed", status.message
+    assert "Out of memory at batch size 32" in status.message
+    assert "try 16" in status.message
+
+
+def test_out_of_memory_classification():
+    try:
+        np.empty((2**16, 2**16, 8), dtype="float32")  # 128 GiB: refused at once
+    except MemoryError as error:
+        assert is_out_of_memory(error)
+    try:
+        try:
+            raise MemoryError("host")
+        except MemoryError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as error:
+        assert is_out_of_memory(error)
+    assert is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying"))
+    assert not is_out_of_memory(ValueError("learning_rate must be a number"))
+    assert out_of_memory_message(64).startswith("Out of memory at batch size 64; try 32")
+
+
+def _slow_config(tmp_path, **changes):
+    # trainable="all" takes the normal fit path: epochs of ~1 s with 9 steps each.
+    values = {"model": {"trainable": "all"}, "batch_size": 4, "epochs": 30}
+    values.update(changes)
+    return small_config(make_dataset(tmp_path, per_class=16), **values)
+
+
+def test_cancel_mid_epoch_keeps_best_model(tmp_path):
+    run_id = start_run(_slow_config(tmp_path))
+    folder = run_dir(run_id)
+    reader = MetricsReader(folder)
+    events: list[dict] = []
+
+    def mid_second_epoch():
+        events.extend(reader.poll())
+        assert not (folder / "summary.json").exists(), worker_log(folder)
+        return any(e["type"] == "batch" and e["epoch"] >= 2 for e in events) and any(
+            e["type"] == "epoch" for e in events
+        )
+
+    wait_for(mid_second_epoch, timeout=300)
+    status = cancel_run(run_id)
+    assert status.state == "cancelled", worker_log(folder)
+    # The worker stopped by itself at a batch boundary (not killed by the fallback).
+    assert status.message.startswith("Cancelled.") and "killed" not in status.message
+    assert re.search(r"best model so far \(epoch \d+\) is kept", status.message)
+    done = epoch_events(MetricsReader(folder).all())
+    assert 1 <= len(done) < 30
+    model, labels = _load(folder)
+    assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 3)
+    summary = read_summary(folder)
+    assert summary["state"] == "cancelled" and summary["epochs_completed"] == len(done)
+
+
+def test_kill_9_shows_interrupted_and_resume_continues_from_last_epoch(tmp_path):
+    run_id = start_run(_slow_config(tmp_path, epochs=5))
+    folder = run_dir(run_id)
+    reader = MetricsReader(folder)
+    events: list[dict] = []
+
+    def two_epochs_done():
+        events.extend(reader.poll())
+        assert not (folder / "summary.json").exists(), worker_log(folder)
+        return len(epoch_events(events)) >= 2
+
+    wait_for(two_epochs_done, timeout=300)
+    pid = read_status(folder).pid
+    os.kill(pid, signal.SIGKILL)
+    status = wait_for(lambda: (s := read_status(folder)).state == "interrupted" and s)
+    assert "Resume" in status.message
+    backup = json.loads((folder / "checkpoints/phase1/training_metadata.json").read_text())
+    last_done = backup["epoch"]
+    assert 2 <= last_done < 5
+
+    assert resume_run(run_id) == run_id
+    final = wait_for(lambda: not (s := read_status(folder)).active and s, timeout=300)
+    assert final.state == "completed", worker_log(folder)
+    assert final.resumes == 1
+    everything = MetricsReader(folder).all()
+    resumed_at = max(i for i, e in enumerate(everything) if e["type"] == "phase")
+    assert everything[resumed_at]["resumed"] is True
+    resumed_epochs = [e["epoch"] for e in everything[resumed_at:] if e["type"] == "epoch"]
+    assert resumed_epochs == list(range(last_done + 1, 6))
+    assert [e["epoch"] for e in epoch_events(everything)] == [1, 2, 3, 4, 5]
+    assert read_summary(folder)["epochs_completed"] == 5
+    _load(folder)

@@ -1,0 +1,233 @@
+"""Every page under Streamlit's AppTest, through the real router (app.py) and engine.
+
+A tiny dataset (48 px shapes) and one finished 2-epoch run (random weights, 32 px) are made
+once per session with the real ingest and training engine, then copied into each test's
+fresh workspace.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.config import ModelConfig, TrainConfig
+from core.sample_data import write_class_folders
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+OWN_PAGES = ["home", "data", "model", "train", "runs"]
+EVAL_PAGES = [
+    name for name in ("evaluate", "predict", "export") if (ROOT / "pages" / f"{name}.py").exists()
+]
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A workspace holding a tiny dataset and a finished run; returns (home, ids)."""
+    from core.ingest import ingest_path
+    from core.runs import create_run, read_status
+    from core.worker import run_worker
+
+    home = tmp_path_factory.mktemp("prepared")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(home))
+        images = write_class_folders(
+            home.parent / "tiny-src", {"circle": 12, "square": 12, "star": 12}, size=(48, 48)
+        )
+        report = ingest_path(images, name="Tiny shapes", val_fraction=0.25, test_fraction=0.25)
+        config = TrainConfig(
+            dataset=report.dataset_id,
+            model=ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32),
+            epochs=2,
+            batch_size=8,
+            name="tiny run",
+        )
+        folder = create_run(config)
+        final = run_worker(folder)
+        assert final.state == "completed", final.message
+        assert read_status(folder).state == "completed"
+    return home, {"dataset_id": report.dataset_id, "run_id": folder.name}
+
+
+@pytest.fixture
+def ready(prepared, workspace):
+    """Copies the prepared dataset and run into this test's workspace; returns the ids."""
+    home, ids = prepared
+    for sub in ("datasets", "runs"):
+        shutil.copytree(home / sub, workspace / sub, dirs_exist_ok=True)
+    return ids
+
+
+def app_on(page: str, **state) -> AppTest:
+    """The app opened on ``pages/<page>.py`` with ``state`` in the session, run once."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()  # the router registers the pages on its first run
+    if page != "home":
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    return at
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def plotly_figures(at: AppTest) -> list[dict]:
+    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("page", OWN_PAGES + EVAL_PAGES)
+def test_page_renders_on_a_fresh_session(page):
+    at = app_on(page)
+    no_exception(at)
+    assert at.title, f"{page} has no title"
+
+
+@pytest.mark.parametrize("page", OWN_PAGES + EVAL_PAGES)
+def test_page_renders_with_a_dataset_and_a_run(page, ready):
+    at = app_on(page, dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    assert at.title, f"{page} has no title"
+
+
+def test_sidebar_shows_dataset_model_and_run(ready):
+    at = app_on("home", dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "Tiny shapes" in sidebar and "completed" in sidebar
+    assert "EfficientNet-Lite0" in sidebar
+
+
+def test_home_loads_the_sample_dataset():
+    at = app_on("home")
+    at.button[0].click()
+    at.run()
+    no_exception(at)
+    from core.datasets import load_dataset
+
+    dataset = load_dataset(at.session_state["dataset_id"])
+    assert len(dataset.manifest) == 240 and len(dataset.classes) == 4
+    assert any("Sample dataset" in s.value for s in at.success)
+
+
+def _zip_bytes(tmp_path: Path) -> bytes:
+    images = write_class_folders(tmp_path / "src", {"apple": 9, "pear": 9}, size=(40, 40))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(images.rglob("*.jpg")):
+            zf.write(path, f"fruit/{path.relative_to(images)}")
+    return buffer.getvalue()
+
+
+def test_data_page_ingests_an_uploaded_zip(tmp_path):
+    at = app_on("data")
+    at.file_uploader(key="data_zip").set_value(
+        ("fruit.zip", _zip_bytes(tmp_path), "application/zip")
+    )
+    at.run()
+    at.button(key="data_zip_go").click()
+    at.run()
+    no_exception(at)
+    from core.datasets import load_dataset
+
+    dataset = load_dataset(at.session_state["dataset_id"])
+    assert dataset.classes == ["apple", "pear"] and len(dataset.manifest) == 18
+    assert dataset.name == "fruit"
+    assert plotly_figures(at), "no class count chart"
+
+
+def test_data_page_moves_and_deletes_images(ready):
+    from core.datasets import load_dataset
+
+    at = app_on("data", dataset_id=ready["dataset_id"])
+    boxes = [box for box in at.checkbox if box.key and box.key.startswith("data_sel_")]
+    boxes[0].check()
+    boxes[1].check()
+    at.run()
+    at.selectbox(key="data_move_to").set_value("star")
+    at.button(key="data_move").click()
+    at.run()
+    no_exception(at)
+    counts = load_dataset(ready["dataset_id"]).counts()["total"]
+    assert int(counts["circle"]) == 10 and int(counts["star"]) == 14
+    box = next(b for b in at.checkbox if b.key and b.key.startswith("data_sel_"))
+    box.check()
+    at.run()
+    at.button(key="data_delete").click()
+    at.run()
+    no_exception(at)
+    assert len(load_dataset(ready["dataset_id"]).manifest) == 35
+
+
+def test_train_page_shows_the_curves_of_a_finished_run(ready):
+    at = app_on("train", dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    figures = plotly_figures(at)
+    titles = [fig["layout"]["title"]["text"] for fig in figures]
+    assert "Loss" in titles and "Accuracy" in titles
+    loss = figures[titles.index("Loss")]
+    assert [len(trace["x"]) for trace in loss["data"][:2]] == [2, 2]
+    assert at.query_params["run"] == [ready["run_id"]] or at.query_params["run"] == ready["run_id"]
+    assert any("completed" in m.value for m in at.markdown)
+
+
+def test_train_page_starts_a_run(ready):
+    from core.runs import read_config, run_dir
+
+    model = ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32)
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=model)
+    at.number_input(key="train_epochs").set_value(1)
+    at.form_submit_button[0].click()
+    at.run()
+    no_exception(at)
+    run_id = at.session_state["run_id"]
+    assert run_id and run_id != ready["run_id"]
+    config = read_config(run_dir(run_id))
+    assert config.epochs == 1 and config.model == model
+    from core.jobs import cancel_run
+
+    cancel_run(run_id, grace_seconds=5)
+
+
+def test_runs_page_compares_two_runs(ready, workspace):
+    source = workspace / "runs" / ready["run_id"]
+    twin = workspace / "runs" / (ready["run_id"] + "-b")
+    shutil.copytree(source, twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["learning_rate"] = 0.01
+    (twin / "config.json").write_text(json.dumps(config))
+    status = json.loads((twin / "status.json").read_text())
+    status["run_id"] = twin.name
+    (twin / "status.json").write_text(json.dumps(status))
+    at = app_on("runs")
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert len(table) == 2 and set(table["state"]) == {"completed"}
+    at.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": []}}
+    at.run()
+    no_exception(at)
+    titles = [fig["layout"]["title"]["text"] for fig in plotly_figures(at)]
+    assert "Validation accuracy" in titles
+
+
+def test_model_page_switches_policy_and_counts_parameters(ready):
+    at = app_on("model", dataset_id=ready["dataset_id"])
+    no_exception(at)
+    assert os.environ["TRANSFER_STUDIO_HOME"]
+    frozen_head = [m for m in at.metric if m.label == "Trainable parameters"][0].value
+    at.session_state["model_policy"] = "all"
+    at.run()
+    no_exception(at)
+    everything = [m for m in at.metric if m.label == "Trainable parameters"][0].value
+    assert int(everything.replace(",", "")) > int(frozen_head.replace(",", ""))
+    assert at.session_state["model_config"].trainable == "all"

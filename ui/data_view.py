@@ -1,0 +1,166 @@
+"""Widgets of the Data page: ingest reports, the class overview, the image browser, splits.
+
+Every change to a dataset goes through :mod:`core.datasets`; this module only draws and
+forwards the user's choices.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.figures import class_counts_figure
+
+PAGE_SIZE = 24
+GRID_COLUMNS = 6
+IMBALANCE_RATIO = 3.0
+IGNORED_PARTS = ("__MACOSX",)
+
+
+def group_by_folder(
+    names_and_bytes: Iterable[tuple[str, bytes]],
+) -> dict[str, list[tuple[str, bytes]]]:
+    """Groups a folder upload into classes by the folder each file sits in.
+
+    ``"holiday/cats/a.jpg"`` and ``"cats/a.jpg"`` both go to class ``cats``. Files at the top
+    level (no folder) and hidden or system folders are left out; the ingest report lists
+    what the engine rejects.
+
+    Args:
+        names_and_bytes: (relative path as the browser sent it, content) pairs.
+
+    Returns:
+        Class name -> list of (file name, content).
+    """
+    groups: dict[str, list[tuple[str, bytes]]] = {}
+    for name, data in names_and_bytes:
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if len(parts) < 2 or any(p.startswith(".") or p in IGNORED_PARTS for p in parts):
+            continue
+        groups.setdefault(parts[-2], []).append((parts[-1], data))
+    return groups
+
+
+def imbalance_message(counts: Mapping[str, int]) -> str | None:
+    """A warning when the largest class has over 3x the images of the smallest."""
+    if len(counts) < 2:
+        return None
+    largest = max(counts, key=counts.get)
+    smallest = min(counts, key=counts.get)
+    if counts[smallest] and counts[largest] / counts[smallest] < IMBALANCE_RATIO:
+        return None
+    return (
+        f"Classes are unbalanced: '{largest}' has {counts[largest]} images, '{smallest}' "
+        f"only {counts[smallest]}. Add images to the small classes, or switch on "
+        "'Balance classes' on the Train page."
+    )
+
+
+def show_report(report: Mapping[str, Any]) -> None:
+    """Draws an ingest report (``IngestReport.to_dict()``): counts, warnings, rejections."""
+    classes = report.get("classes") or {}
+    rejected = report.get("rejected") or []
+    duplicates = report.get("duplicates") or []
+    cols = st.columns(4)
+    cols[0].metric("Images added", report.get("num_images", 0))
+    cols[1].metric("Classes", len(classes))
+    cols[2].metric("Rejected files", len(rejected))
+    cols[3].metric("Duplicate groups", len(duplicates))
+    if report.get("error"):
+        st.error(report["error"])
+    for warning in report.get("warnings") or []:
+        st.warning(warning)
+    if rejected:
+        with st.expander(f"Rejected files ({len(rejected)}) and why", icon=":material/block:"):
+            st.dataframe(pd.DataFrame(rejected), hide_index=True, width="stretch")
+    if duplicates:
+        with st.expander(f"Duplicates ({len(duplicates)} groups)", icon=":material/content_copy:"):
+            rows = [{"files": ", ".join(map(str, _group_files(g)))} for g in duplicates]
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _group_files(group: Any) -> list[Any]:
+    if isinstance(group, Mapping):
+        return list(group.get("files") or group.values())
+    return list(group)
+
+
+def overview(dataset: Any) -> None:
+    """Class counts chart, totals and the imbalance warning of a dataset."""
+    counts = dataset.counts()
+    totals = {str(k): int(v) for k, v in counts["total"].items()} if "total" in counts else {}
+    cols = st.columns([2, 3], gap="large")
+    with cols[0]:
+        m = st.columns(2)
+        m[0].metric("Images", len(dataset.manifest))
+        m[1].metric("Classes", len(dataset.classes))
+        table = counts.rename(columns={"val": "validation"})
+        st.dataframe(table, width="stretch")
+    with cols[1]:
+        st.plotly_chart(class_counts_figure(counts), key="data_counts_chart")
+    message = imbalance_message(totals)
+    if message:
+        st.warning(message, icon=":material/balance:")
+    for warning in _stored_warnings(dataset):
+        st.warning(warning)
+    for problem in dataset.problems():
+        st.error(f"Not ready to train: {problem}.", icon=":material/report:")
+
+
+def _stored_warnings(dataset: Any) -> list[str]:
+    report = dataset.meta.get("report") or {}
+    stored = report.get("warnings") or [] if isinstance(report, Mapping) else []
+    return [w for w in stored if "unbalanced" not in w.lower() and "imbalance" not in w.lower()]
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def thumbnail(path: str, stamp: float, side: int = 160) -> bytes:
+    """A small JPEG of the image at ``path`` (cached by path and modification time)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.draft("RGB", (side, side))
+        image = image.convert("RGB")
+        image.thumbnail((side, side))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def browser(dataset: Any) -> tuple[list[str], str]:
+    """A paged thumbnail grid of one class with a checkbox per image.
+
+    Returns:
+        (manifest ``image`` values of the ticked images, the class shown).
+    """
+    top = st.columns([2, 1, 1], vertical_alignment="bottom")
+    label = top[0].selectbox("Class", dataset.classes, key="data_browse_class")
+    frame = dataset.manifest[dataset.manifest["label"] == label]
+    pages = max(1, -(-len(frame) // PAGE_SIZE))
+    page = top[1].number_input(f"Page (of {pages})", 1, pages, 1, key=f"data_page_{label}")
+    top[2].caption(f"{len(frame)} images in '{label}'")
+    shown = frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    selected = []
+    grid = st.columns(GRID_COLUMNS)
+    for index, row in enumerate(shown.itertuples(index=False)):
+        path = dataset.dir / row.image
+        with grid[index % GRID_COLUMNS]:
+            try:
+                st.image(thumbnail(str(path), path.stat().st_mtime), width="stretch")
+            except OSError as error:
+                st.caption(f"cannot show: {error}")
+            caption = f"{str(row.original_name)[:18]} · {row.split}"
+            if st.checkbox(caption, key=f"data_sel_{row.image}"):
+                selected.append(row.image)
+    return selected, label
+
+
+def clear_selection(images: Iterable[str]) -> None:
+    """Unticks the browser's checkboxes of ``images``."""
+    for image in images:
+        st.session_state.pop(f"data_sel_{image}", None)

@@ -1,0 +1,35 @@
+"""The device panel: what training runs on (CPU or GPU, name, memory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+
+@st.cache_data(show_spinner="Looking at this machine…", ttl=3600)
+def device_info() -> dict[str, Any]:
+    """:func:`core.devices.describe_devices`, asked once an hour (it imports Keras)."""
+    from core.devices import describe_devices
+
+    return describe_devices()
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.1f} GiB" if value else "–"
+
+
+def device_panel() -> None:
+    """Draws device kind, name, memory and cores as metrics with a one-line explanation."""
+    info = device_info()
+    gpu = info.get("kind") == "gpu"
+    cols = st.columns([2, 3, 1, 1])
+    cols[0].metric("Device", "GPU" if gpu else "CPU")
+    cols[1].markdown(f"**{info.get('name', 'unknown')}**  \nKeras backend: {info.get('backend')}")
+    cols[2].metric("GPU memory" if gpu else "Memory", _gib(int(info.get("memory_bytes") or 0)))
+    cols[3].metric("CPU cores", info.get("cpu_cores", "–"))
+    if not gpu:
+        st.caption(
+            "No GPU: training the head only (the default) is fast on a CPU; training the whole "
+            "network works but takes several times longer."
+        )

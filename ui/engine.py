@@ -1,0 +1,80 @@
+"""Read-side access to the engine for the pages, with errors turned into sentences.
+
+Pages call these instead of repeating the same try/except around ``core`` lookups. Nothing
+here keeps per-user state; dataset loads are cached by id and manifest time (read-only data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from core.workspace import datasets_dir
+
+LOOKUP_ERRORS = (KeyError, ValueError, FileNotFoundError, OSError)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _load_dataset(dataset_id: str, stamp: float) -> Any:
+    from core.datasets import load_dataset
+
+    return load_dataset(dataset_id)
+
+
+def _manifest_stamp(dataset_id: str) -> float:
+    folder = datasets_dir() / dataset_id
+    stamps = [
+        (folder / name).stat().st_mtime_ns
+        for name in ("manifest.csv", "dataset.json")
+        if (folder / name).exists()
+    ]
+    return float(max(stamps, default=0))
+
+
+def load_dataset(dataset_id: str) -> Any:
+    """The dataset ``dataset_id`` (cached until its manifest changes).
+
+    Raises:
+        KeyError, ValueError, FileNotFoundError: From :func:`core.datasets.load_dataset`
+            when the id is unknown.
+    """
+    if not dataset_id or "/" in dataset_id or dataset_id.startswith("."):
+        raise ValueError(f"Not a dataset id: {dataset_id!r}")
+    return _load_dataset(dataset_id, _manifest_stamp(dataset_id))
+
+
+def dataset_or_error(dataset_id: str) -> tuple[Any | None, str]:
+    """``(Dataset, "")`` or ``(None, why it cannot be loaded)``."""
+    try:
+        return load_dataset(dataset_id), ""
+    except LOOKUP_ERRORS as error:
+        return None, str(error)
+
+
+def status_or_error(run_id: str) -> tuple[Any | None, str]:
+    """``(RunStatus, "")`` or ``(None, why the run cannot be read)``."""
+    from core.runs import read_status, run_dir
+
+    try:
+        return read_status(run_dir(run_id)), ""
+    except LOOKUP_ERRORS as error:
+        return None, str(error)
+
+
+def backbone_title(name: str) -> str:
+    """The display name of a registered backbone (its registry name if unknown)."""
+    try:
+        from core.backbones import get_backbone
+
+        return get_backbone(name).display_name
+    except (ImportError, KeyError, ValueError):
+        return name
+
+
+def run_folder(run_id: str) -> Path:
+    """The folder of ``run_id`` (validated; may not exist)."""
+    from core.runs import run_dir
+
+    return run_dir(run_id)

@@ -1,0 +1,172 @@
+"""Helpers of the Model page: the backbone table, cached block tables, weights, previews.
+
+The block diagram needs a built network, but not its weights: the architecture is built
+once per (backbone, size, head) with ``weights="none"`` and every "what trains" choice is
+applied to it once, so moving the slider only reads a cached table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.atomic import atomic_write_bytes
+from core.backbones import BACKBONES, get_backbone
+from core.config import AugmentConfig, ModelConfig
+from core.estimate import estimate_epoch
+from core.workspace import workspace_root
+
+WEIGHTS_WORDS = {
+    "bundled": "bundled (offline)",
+    "cached": "downloaded",
+    "downloadable": "will download",
+    "unavailable": "unavailable offline",
+}
+TRAINABLE_HELP = {
+    "head": "Only the new head learns; the backbone stays as it is. Fastest, needs the least "
+    "data, the best start for small datasets (tens to hundreds of images per class).",
+    "top": "The head and the last few blocks of the backbone learn. Helps when your pictures "
+    "look unlike everyday photos; use a low learning rate.",
+    "all": "Every weight learns. Slowest, needs the most data and a low learning rate; "
+    "can fit unusual images best.",
+}
+
+
+@st.cache_data(show_spinner=False, ttl=120)
+def weights_status(name: str, image_size: int) -> str:
+    """:func:`core.backbones.weights_status`, re-checked every two minutes."""
+    from core.backbones import weights_status as status
+
+    return status(name, image_size)
+
+
+def backbone_frame(
+    train_images: int,
+    val_images: int,
+    *,
+    size: int,
+    trainable: str,
+    augment: bool,
+    cpu_cores: int,
+    gpu: bool,
+) -> pd.DataFrame:
+    """One row per backbone with size, accuracy, estimated time and weights status.
+
+    The estimate uses ``size`` and ``trainable`` where the backbone allows them (else its
+    default size, and all blocks when ``top:N`` exceeds its block count).
+    """
+    rows = []
+    for spec in BACKBONES.values():
+        policy = trainable
+        if trainable.startswith("top:") and int(trainable[4:]) > spec.num_blocks:
+            policy = "all"
+        estimate = estimate_epoch(
+            spec.name,
+            size if size in size_options(spec.name) else spec.default_size,
+            policy,
+            train_images=train_images,
+            val_images=val_images,
+            augment=augment,
+            cpu_cores=cpu_cores,
+            gpu=gpu,
+        )
+        rows.append(
+            {
+                "backbone": spec.display_name,
+                "name": spec.name,
+                "parameters (M)": round(spec.params / 1e6, 1),
+                "input size": spec.default_size,
+                "ImageNet top-1 %": spec.imagenet_top1,
+                "est. 1st epoch (s)": max(1, round(estimate.first_epoch)),
+                "est. later epochs (s)": max(1, round(estimate.later_epochs)),
+                "weights": WEIGHTS_WORDS[weights_status(spec.name, spec.default_size)],
+                "notes": spec.notes,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(show_spinner="Building the network to draw it…", max_entries=16)
+def block_tables(
+    backbone: str, size: int, pooling: str, dense_units: tuple[int, ...], num_classes: int
+) -> dict[str, tuple[list[dict[str, Any]], dict[str, int]]]:
+    """For every "what trains" choice: the block table and the parameter counts.
+
+    Builds the architecture once with random weights (no download) and applies each choice.
+
+    Returns:
+        ``{"head": (blocks, counts), "top:1": ..., "all": ...}``.
+    """
+    from core.model import block_table, build_model, num_blocks, parameter_counts, set_trainable
+
+    config = ModelConfig(
+        backbone=backbone,
+        weights="none",
+        image_size=size,
+        pooling=pooling,
+        dense_units=dense_units,
+    )
+    model = build_model(config, num_classes)
+    policies = ["head", *[f"top:{n}" for n in range(1, num_blocks(backbone) + 1)], "all"]
+    tables = {}
+    for policy in policies:
+        set_trainable(model, policy)
+        blocks = [
+            {k: row[k] for k in ("name", "params", "trainable")} for row in block_table(model)
+        ]
+        tables[policy] = (blocks, parameter_counts(model))
+    return tables
+
+
+def store_weights(file_name: str, data: bytes) -> Path:
+    """Saves an uploaded ``.weights.h5`` under ``workspace/weights`` and checks it is HDF5.
+
+    Args:
+        file_name: The name the browser sent (only used to label the stored file).
+        data: The file's bytes.
+
+    Returns:
+        The stored file's path.
+
+    Raises:
+        core.weights.WeightsFileError: If the name or content is not a weights file.
+    """
+    from core.weights import WeightsFileError, check_weights_file
+
+    if not file_name.endswith(".weights.h5"):
+        raise WeightsFileError(
+            "Upload a weights-only file whose name ends in '.weights.h5' (a whole model file "
+            f"is never loaded). Received: {file_name!r}"
+        )
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", file_name[: -len(".weights.h5")])[:40] or "weights"
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    folder = workspace_root() / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}-{digest}.weights.h5"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    try:
+        check_weights_file(path)
+    except WeightsFileError:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@st.cache_data(show_spinner="Augmenting a few of your images…", max_entries=32)
+def preview(paths: tuple[str, ...], augment: AugmentConfig, size: int = 128) -> list[list[Any]]:
+    """:func:`core.augment_preview.augment_samples` for the page (cached per settings)."""
+    from core.augment_preview import augment_samples
+
+    return augment_samples(list(paths), augment, size=size, variants=3)
+
+
+def size_options(backbone: str) -> list[int]:
+    """Input sizes offered for a backbone, its default included."""
+    spec = get_backbone(backbone)
+    return sorted(set(spec.allowed_sizes) | {spec.default_size})

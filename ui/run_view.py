@@ -1,0 +1,107 @@
+"""Small helpers that turn a run's status and metric events into what the Train page shows.
+
+Pure functions (no streamlit): timings, the latest throughput, the best validation score
+and advice for a failed run, so they are tested without a browser.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from core.figures import batch_events, epoch_events
+
+
+def _seconds(iso: str | None) -> float | None:
+    from core.runs import parse_time
+
+    return parse_time(iso) if iso else None
+
+
+def timing(status: Any, *, now: float | None = None) -> tuple[float | None, float | None]:
+    """Elapsed training time and the estimated time left, in seconds.
+
+    Args:
+        status: A :class:`core.runs.RunStatus`.
+        now: Current time (epoch seconds); defaults to ``time.time()``.
+
+    Returns:
+        ``(elapsed, eta)``; elapsed is None before training started, eta is None until some
+        progress was made or once the run ended.
+    """
+    now = time.time() if now is None else now
+    started = _seconds(status.started)
+    if started is None:
+        return None, None
+    finished = _seconds(status.finished)
+    end = finished if finished and not status.active else now
+    elapsed = max(0.0, end - started)
+    if not status.active or status.state != "running":
+        return elapsed, None
+    done = status.progress
+    if done <= 0.01:
+        return elapsed, None
+    return elapsed, elapsed * (1.0 - done) / done
+
+
+def format_duration(seconds: float | None) -> str:
+    """``75`` -> ``"1 min 15 s"``; None -> ``"–"``."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def latest_throughput(events: Iterable[Mapping[str, Any]]) -> float | None:
+    """Images per second of the latest batch event that reports it."""
+    for event in reversed(batch_events(events)):
+        value = event.get("images_per_second")
+        if value:
+            return float(value)
+    return None
+
+
+def best_val_accuracy(events: Iterable[Mapping[str, Any]]) -> float | None:
+    """Highest validation accuracy over the epochs so far (None before the first epoch)."""
+    values = [e["val_accuracy"] for e in epoch_events(events) if e.get("val_accuracy") is not None]
+    return max(values) if values else None
+
+
+def notes(events: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Messages the worker left for a person (``note`` events), oldest first, de-duplicated."""
+    seen: list[str] = []
+    for event in events:
+        message = event.get("message")
+        if event.get("type") == "note" and message and message not in seen:
+            seen.append(str(message))
+    return seen
+
+
+def failure_advice(message: str) -> list[str]:
+    """What to try after a run failed with ``message``, most likely fix first."""
+    text = (message or "").lower()
+    tips = []
+    if "nan" in text or "inf" in text:
+        tips.append("Lower the learning rate (for example divide it by 10) and start again.")
+        tips.append("Switch the optimizer to Adam if you used SGD.")
+    if "memory" in text or "oom" in text:
+        tips.append("Halve the batch size, or choose a smaller image size on the Model page.")
+        tips.append("Train the head only: it needs far less memory than the whole network.")
+    if "weights" in text or "download" in text:
+        tips.append(
+            "On the Model page pick the offline backbone (EfficientNet-Lite0), upload a "
+            ".weights.h5 file, or start from random weights."
+        )
+    if "dataset" in text or "image" in text or "class" in text:
+        tips.append("Check the Data page: every class needs a few images in each split.")
+    if not tips:
+        tips.append("Resume the run, or start a new one with the same settings.")
+        tips.append("If it fails again, look at the worker log in the run folder.")
+    return tips

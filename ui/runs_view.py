@@ -1,0 +1,101 @@
+"""Tables of the Runs page: one row per run, and the settings that differ between runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from core.figures import epoch_events
+from ui.labels import trainable_phrase
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"backbone": "x"}}`` -> ``{"model.backbone": "x"}`` (lists become text)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            flat[name] = ", ".join(map(str, value)) or "none"
+        else:
+            flat[name] = value
+    return flat
+
+
+def setting_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The settings whose values are not the same in every run.
+
+    Args:
+        configs: Run label -> its config dictionary (``config.json``).
+
+    Returns:
+        Rows = setting names, columns = run labels; empty when all runs agree.
+    """
+    flat = {label: flatten(config) for label, config in configs.items()}
+    keys = sorted({key for values in flat.values() for key in values} - {"name"})
+    rows = {}
+    for key in keys:
+        values = [flat[label].get(key) for label in flat]
+        if len({repr(v) for v in values}) > 1:
+            rows[key] = [("–" if v is None else str(v)) for v in values]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
+
+
+def _best_val(info: Any) -> float | None:
+    summary = info.summary or {}
+    for key in ("best_val_accuracy", "val_accuracy"):
+        if isinstance(summary.get(key), int | float):
+            return float(summary[key])
+    from core.runs import MetricsReader
+
+    values = [
+        e["val_accuracy"]
+        for e in epoch_events(MetricsReader(info.dir).all())
+        if e.get("val_accuracy") is not None
+    ]
+    return max(values) if values else None
+
+
+def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.DataFrame:
+    """One row per run: date, name, dataset, backbone, what trained, epochs, best val, state."""
+    rows = []
+    for info in runs:
+        config = info.config or {}
+        model = config.get("model") or {}
+        status = info.status
+        trainable = model.get("trainable", "head")
+        if config.get("fine_tune_epochs"):
+            then = trainable_phrase(config.get("fine_tune_trainable", "all"))
+            trainable = f"{trainable_phrase(trainable)}, then {then}"
+        else:
+            trainable = trainable_phrase(trainable)
+        rows.append(
+            {
+                "date": pd.to_datetime(status.created or None, utc=True),
+                "name": config.get("name") or info.run_id,
+                "dataset": dataset_names.get(config.get("dataset", ""), config.get("dataset", "")),
+                "backbone": model.get("backbone", ""),
+                "size": model.get("image_size"),
+                "what trained": trainable,
+                "epochs": f"{status.epoch}/{status.total_epochs}",
+                "best val accuracy": _best_val(info),
+                "state": status.state,
+                "run id": info.run_id,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def short_labels(chosen: Sequence[Any], table: pd.DataFrame) -> dict[str, str]:
+    """Unique, short labels for runs in a comparison (name, or name plus id suffix)."""
+    names = dict(zip(table["run id"], table["name"], strict=True))
+    labels = {}
+    for info in chosen:
+        label = str(names.get(info.run_id, info.run_id))
+        if label in labels.values():
+            label = f"{label} ({info.run_id[-6:]})"
+        labels[info.run_id] = label
+    return labels

@@ -1,0 +1,164 @@
+"""The Train page's hyperparameter form: sensible defaults, one line of help per setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.config import OPTIMIZERS, SCHEDULES
+from ui.labels import trainable_phrase
+
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+BATCH_SIZES = [8, 16, 32, 64, 128]
+LR_FACTORS = [0.01, 0.03, 0.1, 0.3, 1.0]
+PHASE_TWO = ["all", "top:1", "top:2", "top:3", "top:4", "top:6", "top:8"]
+
+
+def _nearest(options: list[float], value: float) -> float:
+    return min(options, key=lambda option: abs(option - value))
+
+
+def hyperparameter_form(saved: dict[str, Any]) -> dict[str, Any] | None:
+    """Draws the form; returns the chosen hyperparameters when Start is pressed, else None.
+
+    Args:
+        saved: The last hyperparameters (``st.session_state["train_config"]``), used as
+            defaults.
+
+    Returns:
+        ``TrainConfig`` field values (without ``dataset`` and ``model``), or None.
+    """
+    with st.form("train_form", border=True):
+        st.markdown("**Basics**")
+        c = st.columns(4)
+        epochs = c[0].number_input(
+            "Epochs",
+            1,
+            500,
+            int(saved["epochs"]),
+            key="train_epochs",
+            help="Passes over the training images. 5-20 is typical; more when the whole "
+            "network trains.",
+        )
+        batch_size = c[1].select_slider(
+            "Batch size",
+            BATCH_SIZES,
+            _nearest(BATCH_SIZES, saved["batch_size"]),
+            key="train_batch",
+            help="Images per step. Lower it if memory runs out.",
+        )
+        lr = c[2].select_slider(
+            "Learning rate",
+            LEARNING_RATES,
+            _nearest(LEARNING_RATES, saved["learning_rate"]),
+            key="train_lr",
+            format_func=lambda v: f"{v:g}",
+            help="How big each step is. 1e-3 suits a new head; use 1e-4 or less when the "
+            "backbone trains.",
+        )
+        optimizer = c[3].selectbox(
+            "Optimizer",
+            OPTIMIZERS,
+            OPTIMIZERS.index(saved["optimizer"]),
+            key="train_opt",
+            help="Adam is a safe default. SGD with momentum can generalise a little better "
+            "with a schedule.",
+        )
+        st.markdown("**Steadier training**")
+        c = st.columns(4)
+        schedule = c[0].selectbox(
+            "Learning-rate schedule",
+            SCHEDULES,
+            SCHEDULES.index(saved["schedule"]),
+            key="train_schedule",
+            help="constant: the same all along; cosine: smoothly down to zero; "
+            "reduce_on_plateau: lower it when validation loss stalls.",
+        )
+        patience = c[1].number_input(
+            "Early stopping patience",
+            0,
+            100,
+            int(saved["early_stopping_patience"]),
+            key="train_patience",
+            help="Stop when validation loss has not improved for this many epochs (0 = off). "
+            "The best epoch's weights are kept.",
+        )
+        smoothing = c[2].slider(
+            "Label smoothing",
+            0.0,
+            0.3,
+            float(saved["label_smoothing"]),
+            0.05,
+            key="train_ls",
+            help="Makes the model less over-confident. 0.1 is common.",
+        )
+        with c[3]:
+            st.write("")
+            balanced = st.toggle(
+                "Balance classes",
+                saved["class_weights"] == "balanced",
+                key="train_cw",
+                help="Give rare classes more weight so the model does not ignore them.",
+            )
+        st.markdown("**Two-phase fine-tune** (optional)")
+        c = st.columns(4)
+        with c[0]:
+            st.write("")
+            two_phase = st.toggle(
+                "Then fine-tune",
+                saved["fine_tune_epochs"] > 0,
+                key="train_ft",
+                help="After the epochs above, unfreeze part of the backbone and continue "
+                "with a lower learning rate (fastai's fine_tune).",
+            )
+        ft_epochs = c[1].number_input(
+            "Fine-tune epochs",
+            1,
+            500,
+            int(saved["fine_tune_epochs"]) or 3,
+            key="train_ft_epochs",
+        )
+        ft_what = c[2].selectbox(
+            "Then train",
+            PHASE_TWO,
+            key="train_ft_what",
+            format_func=trainable_phrase,
+            index=PHASE_TWO.index(saved["fine_tune_trainable"])
+            if saved["fine_tune_trainable"] in PHASE_TWO
+            else 0,
+        )
+        ft_mult = c[3].select_slider(
+            "Learning-rate factor",
+            LR_FACTORS,
+            _nearest(LR_FACTORS, saved["fine_tune_lr_mult"]),
+            key="train_ft_mult",
+            help="Phase 2 uses the learning rate times this factor.",
+        )
+        c = st.columns([3, 1], vertical_alignment="bottom")
+        name = c[0].text_input(
+            "Name this run (optional)",
+            saved.get("name", ""),
+            key="train_name",
+            placeholder="e.g. first try, head only",
+        )
+        start = c[1].form_submit_button(
+            "Start training", type="primary", icon=":material/play_arrow:", width="stretch"
+        )
+    if not start:
+        return None
+    return dict(
+        saved,
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        learning_rate=float(lr),
+        optimizer=optimizer,
+        schedule=schedule,
+        early_stopping_patience=int(patience),
+        class_weights="balanced" if balanced else "off",
+        label_smoothing=float(smoothing),
+        fine_tune_epochs=int(ft_epochs) if two_phase else 0,
+        fine_tune_trainable=ft_what,
+        fine_tune_lr_mult=float(ft_mult),
+        name=name.strip(),
+    )
