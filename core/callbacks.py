@@ -38,12 +38,19 @@ class NonFiniteLoss(Exception):
         step: 1-based step within that epoch.
     """
 
-    def __init__(self, epoch: int, step: int, value: float, learning_rate: float | None) -> None:
+    def __init__(
+        self,
+        epoch: int,
+        step: int,
+        value: float,
+        learning_rate: float | None,
+        what: str = "loss",
+    ) -> None:
         self.epoch, self.step, self.value = epoch, step, value
         rate = f" (it was {learning_rate:g})" if learning_rate is not None else ""
         kind = "NaN" if math.isnan(value) else "infinite"
         super().__init__(
-            f"The loss became {kind} at epoch {epoch}, step {step}; lower the learning "
+            f"The {what} became {kind} at epoch {epoch}, step {step}; lower the learning "
             f"rate{rate} and start again."
         )
 
@@ -204,22 +211,36 @@ class LiveMetrics(keras.callbacks.Callback):
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Raises :class:`NonFiniteLoss` at the first NaN or infinite training loss."""
+    """Raises :class:`NonFiniteLoss` at the first NaN or infinite training or validation loss.
+
+    Put it before ``BackupAndRestore`` in the callback list, so an epoch whose validation
+    loss is not finite is never backed up (a resume would start from broken weights).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.epoch = 0
+        self.step = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.step = batch + 1
         loss = (logs or {}).get("loss")
         if loss is None:
             return
         value = float(keras.ops.convert_to_numpy(loss))
         if not math.isfinite(value):
             raise NonFiniteLoss(self.epoch, batch + 1, value, current_learning_rate(self.model))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = _floats(logs).get("val_loss")
+        if value is not None and not math.isfinite(value):
+            raise NonFiniteLoss(
+                epoch + 1, self.step, value, current_learning_rate(self.model),
+                what="validation loss",
+            )
 
 
 class CancelCheck(keras.callbacks.Callback):

@@ -164,6 +164,23 @@ def top_losses(
     return sorted(pool, key=lambda p: -p["loss"])[: max(0, n)]
 
 
+def most_confused(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> tuple[str, str]:
+    """The off-diagonal cell with the most images, ``(true, predicted)``.
+
+    When nothing is misclassified, the diagonal cell of the largest class is returned, so a
+    gallery always has something to show.
+    """
+    counts = np.asarray(matrix, dtype=int).reshape(len(labels), len(labels))
+    if not len(labels):
+        raise ValueError("labels must not be empty")
+    off = counts.copy()
+    np.fill_diagonal(off, -1)
+    row, col = np.unravel_index(int(off.argmax()), off.shape)
+    if off[row, col] <= 0:
+        row = col = int(np.diag(counts).argmax())
+    return str(labels[row]), str(labels[col])
+
+
 def _training_cache_rows(
     dataset: Any, images: Sequence[str], size: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -228,7 +245,8 @@ def evaluate(
         batch_size: Images per forward pass (images are loaded one batch at a time).
         use_cache: Reuse ``<run>/evaluation/<split>.json`` when the model and the split's
             rows have not changed.
-        run_model: An already opened :class:`core.predict.RunModel` (saves reloading).
+        run_model: An already opened :class:`core.predict.RunModel`, or a function returning
+            one (called only when the cache cannot answer), to save reloading the model.
         progress: Optional ``progress(done, total, message)`` callback.
 
     Returns:
@@ -272,8 +290,13 @@ def evaluate(
     if use_cache and cached.exists():
         data = json.loads(cached.read_text(encoding="utf-8"))
         if data.get("key") == key:
-            return EvaluationResult.from_dict(data["result"])
+            result = EvaluationResult.from_dict(data["result"])
+            for record in result.predictions:  # the workspace may have moved since
+                record["path"] = str(dataset.dir / record["image"])
+            return result
 
+    if callable(run_model):
+        run_model = run_model()
     run_model = run_model or load_run_model(run_dir)
     images = list(frame["image"])
     truths = [str(label) for label in frame["label"]]

@@ -102,14 +102,20 @@ def check_format(fmt: str) -> None:
         raise ValueError(f"format must be one of {list(FORMATS)}. Received: format={fmt!r}")
 
 
-def check_backend(fmt: str) -> None:
-    """Raises :class:`BackendError` when ``fmt`` needs TensorFlow and Keras runs on another."""
+def check_backend(fmt: str, backend: str | None = None) -> None:
+    """Raises :class:`BackendError` when ``fmt`` needs TensorFlow and Keras runs on another.
+
+    Args:
+        fmt: One of :data:`FORMATS`.
+        backend: The Keras backend to check; defaults to the active one.
+    """
     check_format(fmt)
     if fmt not in TF_ONLY_FORMATS:
         return
-    import keras
+    if backend is None:
+        import keras
 
-    backend = keras.backend.backend()
+        backend = keras.backend.backend()
     if backend != "tensorflow":
         raise BackendError(
             f"Export format {fmt!r} needs the TensorFlow backend, but Keras is running on "
@@ -117,12 +123,12 @@ def check_backend(fmt: str) -> None:
         )
 
 
-def available_formats() -> dict[str, str | None]:
-    """Format -> None if it can be exported now, else the reason it cannot."""
+def available_formats(backend: str | None = None) -> dict[str, str | None]:
+    """Format -> None if it can be exported on ``backend`` (default: the active one), else why."""
     reasons: dict[str, str | None] = {}
     for fmt in FORMATS:
         try:
-            check_backend(fmt)
+            check_backend(fmt, backend)
             reasons[fmt] = None
         except BackendError as error:
             reasons[fmt] = str(error)
@@ -426,7 +432,10 @@ import org.tensorflow.lite.Interpreter
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 
-fun classify(context: android.content.Context, bitmap: android.graphics.Bitmap): Pair<String, Float> {{
+fun classify(
+    context: android.content.Context,
+    bitmap: android.graphics.Bitmap,
+): Pair<String, Float> {{
     val model = org.tensorflow.lite.support.common.FileUtil.loadMappedFile(context, "{artifact}")
     val labels = context.assets.open("labels.txt").bufferedReader().readLines()
     val scaled = android.graphics.Bitmap.createScaledBitmap(bitmap, {size}, {size}, true)

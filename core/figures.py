@@ -121,6 +121,8 @@ def history_figure(
     fig.update_xaxes(dtick=1 if len(epochs) <= 20 else None, rangemode="tozero")
     if metric == "accuracy":
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    elif not epochs:
+        fig.update_yaxes(range=[0, 1])
     return fig
 
 

@@ -336,14 +336,14 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
             phase=phase.name,
         )
         callbacks: list[keras.callbacks.Callback] = [
-            # First: its epoch-end save happens before the epoch event is written, so a
-            # reader that saw epoch E can rely on the backup holding epoch E.
+            # Before the backup: an epoch with a non-finite validation loss is not saved.
+            NonFiniteLossGuard(),
+            # Before the events: a reader that saw epoch E can rely on the backup holding E.
             keras.callbacks.BackupAndRestore(
                 str(checkpoints / f"phase{phase.index}"),
                 delete_checkpoint=False,
                 double_checkpoint=True,
             ),
-            NonFiniteLossGuard(),
             CancelCheck(ctx.token),
             live,
             saver,

@@ -41,23 +41,13 @@ def _controls(status) -> None:
             st.error(str(error))
         else:
             st.rerun(scope="app")
-    if status.state == "completed":
-        cols = st.columns(3)
-        link(
-            "pages/evaluate.py",
-            where=cols[0],
-            label="See where it is wrong",
-            icon=":material/fact_check:",
-        )
-        link(
-            "pages/predict.py",
-            where=cols[1],
-            label="Try it on new images",
-            icon=":material/image_search:",
-        )
-        link(
-            "pages/export.py", where=cols[2], label="Download the model", icon=":material/download:"
-        )
+
+
+def _next_steps() -> None:
+    cols = st.columns(3)
+    link("pages/evaluate.py", "See where it is wrong", ":material/fact_check:", where=cols[0])
+    link("pages/predict.py", "Try it on new images", ":material/image_search:", where=cols[1])
+    link("pages/export.py", "Download the model", ":material/download:", where=cols[2])
 
 
 def _live(run_id: str, was_active: bool) -> None:
@@ -70,9 +60,10 @@ def _live(run_id: str, was_active: bool) -> None:
     events = MetricsReader(engine.run_folder(run_id)).all()
     elapsed, eta = run_view.timing(status)
     phase = PHASE_NAMES.get(status.phase, status.phase)
-    head = st.columns([3, 2], vertical_alignment="center")
+    head = st.columns([3, 1], vertical_alignment="center")
     badge = STATE_BADGES.get(status.state, status.state)
-    head[0].markdown(f"#### {badge} &nbsp; {phase if status.active else ''}")
+    doing = phase if status.state == "running" else ""
+    head[0].markdown(f"#### {badge} &nbsp; {doing}")
     with head[1]:
         _controls(status)
     if status.state == "queued":
@@ -87,6 +78,7 @@ def _live(run_id: str, was_active: bool) -> None:
         st.warning(status.message)
     elif status.state == "completed":
         st.success(status.message or "Training finished. The best model is saved.")
+        _next_steps()
     st.progress(status.progress, text=f"Epoch {status.epoch} of {status.total_epochs}")
     best = run_view.best_val_accuracy(events)
     speed = run_view.latest_throughput(events)
@@ -96,6 +88,8 @@ def _live(run_id: str, was_active: bool) -> None:
     m[2].metric("Images / s", f"{speed:,.0f}" if speed else "–")
     m[3].metric("Elapsed", run_view.format_duration(elapsed))
     m[4].metric("Time left (est.)", run_view.format_duration(eta) if status.active else "–")
+    if not any(e.get("type") == "epoch" for e in events):
+        st.caption(":material/show_chart: The curves appear here after the first epoch.")
     charts = st.columns(2)
     charts[0].plotly_chart(history_figure(events, "loss"), key=f"loss_{run_id}")
     charts[1].plotly_chart(history_figure(events, "accuracy"), key=f"acc_{run_id}")

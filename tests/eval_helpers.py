@@ -66,9 +66,7 @@ def make_run(
     )
     y = np.array([labels.index(label) for label in dataset.labels("train")])
     head = head_of(model)
-    head.compile(
-        optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy"
-    )
+    head.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     head.fit(features, y, epochs=epochs * 10, batch_size=8, verbose=0)
     save_model(model, folder / "model.keras", labels=labels)
     (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
@@ -85,5 +83,6 @@ def subprocess_env(workspace: Path) -> dict[str, str]:
     env["TRANSFER_STUDIO_HOME"] = str(workspace)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     repo = Path(__file__).resolve().parent.parent
-    env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    extra = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(repo) + (os.pathsep + extra if extra else "")
     return env

@@ -6,8 +6,12 @@ from core.config import AugmentConfig, ModelConfig, TrainConfig, parse_trainable
 def test_round_trip_through_json(tmp_path):
     config = TrainConfig(
         dataset="ds1",
-        model=ModelConfig(backbone="mobilenet_v2", trainable="top:3", dense_units=(64,),
-                          augment=AugmentConfig.standard()),
+        model=ModelConfig(
+            backbone="mobilenet_v2",
+            trainable="top:3",
+            dense_units=(64,),
+            augment=AugmentConfig.standard(),
+        ),
         fine_tune_epochs=2,
     )
     path = tmp_path / "config.json"

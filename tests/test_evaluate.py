@@ -115,9 +115,12 @@ def test_evaluate_real_run_is_consistent_with_its_model(run):
         assert (dataset.dir / record["image"]).exists()
 
     # Same numbers from scikit-learn over the records.
-    assert result.to_dict()["per_class"] == compute_metrics(
-        [r["true"] for r in result.predictions], predicted, result.labels
-    )["per_class"]
+    assert (
+        result.to_dict()["per_class"]
+        == compute_metrics([r["true"] for r in result.predictions], predicted, result.labels)[
+            "per_class"
+        ]
+    )
     assert EvaluationResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
@@ -156,7 +159,17 @@ def test_bad_split_and_missing_model_are_clear(run, tmp_path):
 def test_cli_prints_one_json_object(run, shared):
     root, _, run_dir = shared
     completed = subprocess.run(
-        [sys.executable, "-m", "core", "evaluate", "--run", str(run_dir), "--split", "val", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "evaluate",
+            "--run",
+            str(run_dir),
+            "--split",
+            "val",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         env=subprocess_env(root),

@@ -37,7 +37,7 @@ def test_heatmap_has_image_shape_range_and_structure(backbone):
 
     assert heatmap.shape == (image.height, image.width)
     assert heatmap.dtype == np.float32
-    assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+    assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert heatmap.max() - heatmap.min() > 0.1, "the map must not be constant"
     assert heatmap.std() > 0.01
     assert probabilities.shape == (3,)

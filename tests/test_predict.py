@@ -93,8 +93,17 @@ def test_cli_lists_predictions_and_errors(shared, tmp_path):
     bad = tmp_path / "b.jpg"
     bad.write_bytes(b"\x00\x01garbage")
     completed = subprocess.run(
-        [sys.executable, "-m", "core", "predict", "--run", str(run_dir), str(good), str(bad),
-         "--json"],
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "predict",
+            "--run",
+            str(run_dir),
+            str(good),
+            str(bad),
+            "--json",
+        ],
         capture_output=True,
         text=True,
         env=subprocess_env(root),

@@ -44,8 +44,19 @@ def test_script_retrains_a_model_in_a_subprocess(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "train.py").write_text(recipe_script(config))
     completed = subprocess.run(
-        [sys.executable, "train.py", str(data), "--config", "config.json", "--output",
-         "out.keras", "--epochs", "1", "--weights", "none"],
+        [
+            sys.executable,
+            "train.py",
+            str(data),
+            "--config",
+            "config.json",
+            "--output",
+            "out.keras",
+            "--epochs",
+            "1",
+            "--weights",
+            "none",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

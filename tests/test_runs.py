@@ -49,8 +49,11 @@ def test_status_round_trip_keeps_unknown_fields():
     again = RunStatus.from_dict(data)
     assert again.extra == {"future_field": 1}
     assert again.epoch == 2 and again.state == "running"
-    assert 0.0 < RunStatus(state="running", epoch=1, total_epochs=4, step=5,
-                           steps_per_epoch=10).progress < 0.5
+    assert (
+        0.0
+        < RunStatus(state="running", epoch=1, total_epochs=4, step=5, steps_per_epoch=10).progress
+        < 0.5
+    )
 
 
 def test_dead_worker_reads_as_interrupted(workspace):

@@ -28,8 +28,12 @@ from core.training import balanced_class_weights, plan_phases, uses_fast_path
 def test_worker_process_run_leaves_every_file_and_streams_metrics(tmp_path):
     dataset_id = make_dataset(tmp_path)
     config = small_config(
-        dataset_id, epochs=2, fine_tune_epochs=1, fine_tune_trainable="top:1",
-        fine_tune_lr_mult=0.5, schedule="cosine",
+        dataset_id,
+        epochs=2,
+        fine_tune_epochs=1,
+        fine_tune_trainable="top:1",
+        fine_tune_lr_mult=0.5,
+        schedule="cosine",
     )
     run_id = start_run(config)
     folder = run_dir(run_id)
@@ -57,8 +61,15 @@ def test_worker_process_run_leaves_every_file_and_streams_metrics(tmp_path):
     assert polls_with_events_while_running >= 1
     assert seen_while_live == MetricsReader(folder).all()
 
-    for name in ("config.json", "status.json", "metrics.jsonl", "model.keras", "labels.txt",
-                 "summary.json", "worker.log"):
+    for name in (
+        "config.json",
+        "status.json",
+        "metrics.jsonl",
+        "model.keras",
+        "labels.txt",
+        "summary.json",
+        "worker.log",
+    ):
         assert (folder / name).is_file(), name
     assert any((folder / "checkpoints").iterdir())
     assert list((folder / "logs").rglob("events.out.tfevents*")), "TensorBoard logs missing"
@@ -68,8 +79,15 @@ def test_worker_process_run_leaves_every_file_and_streams_metrics(tmp_path):
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert [e["phase"] for e in epochs] == ["head", "head", "fine-tune"]
     for event in epochs:
-        assert set(event) >= {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
-                              "seconds", "phase"}
+        assert set(event) >= {
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_accuracy",
+            "learning_rate",
+            "seconds",
+            "phase",
+        }
     assert epochs[2]["learning_rate"] < 0.5 * config.learning_rate + 1e-9
     batches = [e for e in seen_while_live if e["type"] == "batch"]
     assert batches and all(e["images_per_second"] > 0 for e in batches)
@@ -96,8 +114,9 @@ def test_worker_process_run_leaves_every_file_and_streams_metrics(tmp_path):
 
 
 def test_plan_phases_and_fast_path_rules():
-    config = TrainConfig(dataset="d", epochs=3, fine_tune_epochs=2, learning_rate=0.01,
-                         fine_tune_lr_mult=0.1)
+    config = TrainConfig(
+        dataset="d", epochs=3, fine_tune_epochs=2, learning_rate=0.01, fine_tune_lr_mult=0.1
+    )
     one, two = plan_phases(config)
     assert (one.name, one.trainable, one.epochs) == ("head", "head", 3)
     assert (two.name, two.trainable, two.epochs) == ("fine-tune", "all", 2)
@@ -105,8 +124,9 @@ def test_plan_phases_and_fast_path_rules():
     assert uses_fast_path(config, one) and not uses_fast_path(config, two)
     augmented = config.replace(model=ModelConfig(augment={"flip": "horizontal"}))
     assert not uses_fast_path(augmented, plan_phases(augmented)[0])
-    assert [p.name for p in plan_phases(TrainConfig(dataset="d", model=ModelConfig(
-        trainable="top:2")))] == ["train"]
+    assert [
+        p.name for p in plan_phases(TrainConfig(dataset="d", model=ModelConfig(trainable="top:2")))
+    ] == ["train"]
 
 
 def test_balanced_class_weights_and_best_epoch_rule():
@@ -123,10 +143,20 @@ def test_balanced_class_weights_and_best_epoch_rule():
 @pytest.mark.parametrize(
     "changes",
     [
-        {"optimizer": "adamw", "weight_decay": 0.01, "schedule": "cosine",
-         "class_weights": "balanced", "label_smoothing": 0.1},
-        {"optimizer": "sgd", "schedule": "reduce_on_plateau", "early_stopping_patience": 1,
-         "epochs": 4, "restore_best": False},
+        {
+            "optimizer": "adamw",
+            "weight_decay": 0.01,
+            "schedule": "cosine",
+            "class_weights": "balanced",
+            "label_smoothing": 0.1,
+        },
+        {
+            "optimizer": "sgd",
+            "schedule": "reduce_on_plateau",
+            "early_stopping_patience": 1,
+            "epochs": 4,
+            "restore_best": False,
+        },
         {"optimizer": "rmsprop", "mixed_precision": True, "model": {"trainable": "top:1"}},
     ],
     ids=["adamw-cosine-balanced", "sgd-plateau-early-stop", "rmsprop-top1-mixed"],

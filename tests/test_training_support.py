@@ -35,12 +35,23 @@ def make_dataset(
 
 def small_config(dataset_id: str, **changes) -> TrainConfig:
     """A config that trains in seconds on a CPU: 32 px, random weights, a small backbone."""
-    model_values = {"backbone": BACKBONE, "weights": "none", "image_size": 32,
-                    "trainable": "head", "dropout": 0.0}
+    model_values = {
+        "backbone": BACKBONE,
+        "weights": "none",
+        "image_size": 32,
+        "trainable": "head",
+        "dropout": 0.0,
+    }
     model_values.update(changes.pop("model", {}))
     model = ModelConfig(**model_values)
-    values = {"dataset": dataset_id, "model": model, "epochs": 2, "batch_size": 8,
-              "learning_rate": 1e-3, "seed": 3}
+    values = {
+        "dataset": dataset_id,
+        "model": model,
+        "epochs": 2,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "seed": 3,
+    }
     values.update(changes)
     return TrainConfig(**values)
 

@@ -40,7 +40,7 @@ def shot(page, screenshots: Path, name: str) -> None:
     size = page.viewport_size
     height = page.evaluate(
         "() => Math.max(...Array.from(document.querySelectorAll("
-        "'[data-testid=\"stMain\"], [data-testid=\"stAppViewContainer\"]'))"
+        '\'[data-testid="stMain"], [data-testid="stAppViewContainer"]\'))'
         ".map(e => e.scrollHeight))"
     )
     page.set_viewport_size({"width": size["width"], "height": min(max(height, 900), 6000)})
@@ -87,15 +87,17 @@ def run_state(page) -> str:
 def start_training(page, epochs: int) -> str:
     """On the Train page: sets the epochs, presses Start, returns the run id from the URL."""
     epochs_box = page.get_by_label("Epochs", exact=True)
-    epochs_box.fill(str(epochs))
-    epochs_box.press("Enter")
+    epochs_box.fill(str(epochs))  # no Enter: it would submit the form a first time
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url(re.compile(r"[?&]run="), timeout=60_000)
     return run_state(page)
 
 
 def wait_for_state(page, state: str, timeout: float = TRAIN_SECONDS * 1000) -> None:
-    page.get_by_text(state, exact=True).first.wait_for(timeout=timeout)
+    """Waits for the run's state badge (its text follows a material icon's name)."""
+    page.get_by_test_id("stMainBlockContainer").get_by_text(
+        re.compile(rf"(^|\s){state}$")
+    ).first.wait_for(timeout=timeout)
 
 
 def test_newcomer_trains_the_sample_with_the_default_model(page, screenshots):
@@ -118,7 +120,7 @@ def test_newcomer_trains_the_sample_with_the_default_model(page, screenshots):
     nav(page, "Train")
     run_id = start_training(page, epochs=2)
     assert run_id
-    page.get_by_text(re.compile(r"^(queued|running)$")).first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"(queued|running)$")).first.wait_for(timeout=60_000)
     shot(page, screenshots, "05-train-live")
     wait_for_state(page, "completed")
     wait_idle(page)
@@ -142,13 +144,13 @@ def test_refresh_during_training_re_attaches_to_the_live_run(page, screenshots):
     wait_idle(page, timeout=120_000)
     nav(page, "Train")
     run_id = start_training(page, epochs=20)
-    page.get_by_text("running", exact=True).first.wait_for(timeout=120_000)
+    wait_for_state(page, "running", timeout=120_000)
 
     page.reload()
     page.get_by_test_id("stMainBlockContainer").wait_for()
     assert run_state(page) == run_id
     page.get_by_text(run_id).first.wait_for(timeout=30_000)
-    page.get_by_text(re.compile(r"^(running|queued)$")).first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"(running|queued)$")).first.wait_for(timeout=30_000)
     shot(page, screenshots, "08-train-after-refresh")
 
     page.get_by_role("button", name="Cancel training").click()
@@ -199,10 +201,14 @@ def test_export_tflite_and_download(page, screenshots, studio_home, tmp_path):
         wait_for_state(page, "completed")
     open_page(page, f"export?run={run_id}")
     page.get_by_role("heading", name="Export", exact=True).first.wait_for()
-    page.get_by_text(re.compile("TFLite", re.I)).first.click()
-    page.get_by_role("button", name=re.compile(r"^(Export|Build|Convert)", re.I)).first.click()
-    download_button = page.get_by_role("button", name=re.compile("Download", re.I)).first
+    page.get_by_text("TFLite / LiteRT float32", exact=True).click()
+    wait_idle(page)
+    page.get_by_role("button", name="Export and check parity").click()
+    download_button = page.get_by_role(
+        "button", name=re.compile(r"Download TFLite / LiteRT float32")
+    )
     download_button.wait_for(timeout=240_000)
+    page.get_by_text("Top-1 agreement").wait_for()
     shot(page, screenshots, "10-export")
     with page.expect_download(timeout=60_000) as info:
         download_button.click()
