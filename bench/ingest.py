@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--size", default="800x600", help="generated photo size WxH")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=224, help="Keras resize target")
     parser.add_argument("--executor", default="auto", help="auto, serial, thread or process")
     parser.add_argument("--workers", type=int, default=None)

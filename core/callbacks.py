@@ -238,7 +238,10 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         value = _floats(logs).get("val_loss")
         if value is not None and not math.isfinite(value):
             raise NonFiniteLoss(
-                epoch + 1, self.step, value, current_learning_rate(self.model),
+                epoch + 1,
+                self.step,
+                value,
+                current_learning_rate(self.model),
                 what="validation loss",
             )
 

@@ -270,7 +270,24 @@ def _read_manifest(directory: Path) -> pd.DataFrame:
         raise DatasetError(f"{directory / MANIFEST_FILE} lacks the columns {missing}")
     for column in ("width", "height"):
         frame[column] = frame[column].astype(int)
+    escaping = [image for image in frame["image"] if not _inside(image)]
+    if escaping:
+        raise DatasetError(
+            f"{directory / MANIFEST_FILE} lists images outside the dataset folder "
+            f"(e.g. {escaping[0]!r}); refusing to use it"
+        )
     return frame[MANIFEST_COLUMNS]
+
+
+def _inside(relative: str) -> bool:
+    """True for a plain relative path that stays inside the dataset folder."""
+    parts = relative.replace("\\", "/").split("/")
+    return (
+        bool(relative)
+        and not relative.startswith(("/", "\\"))
+        and ".." not in parts
+        and (":" not in parts[0])
+    )
 
 
 def manifest_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:

@@ -218,13 +218,14 @@ def tflite_interpreter(path: str | os.PathLike[str]) -> Any:
 def _run_tflite(path: Path, batch: np.ndarray) -> np.ndarray:
     interpreter = tflite_interpreter(path)
     input_index = interpreter.get_input_details()[0]["index"]
+    # One image at a time, like a phone would run it.
+    interpreter.resize_tensor_input(input_index, [1, *batch.shape[1:]])
+    interpreter.allocate_tensors()
+    output_index = interpreter.get_output_details()[0]["index"]
     outputs = []
     for image in batch:
-        interpreter.resize_tensor_input(input_index, [1, *image.shape])
-        interpreter.allocate_tensors()
         interpreter.set_tensor(input_index, image[None].astype(np.float32))
         interpreter.invoke()
-        output_index = interpreter.get_output_details()[0]["index"]
         outputs.append(interpreter.get_tensor(output_index)[0].copy())
     return np.stack(outputs).astype(np.float32)
 

@@ -16,10 +16,12 @@ result as JPEG. A JPEG that is already RGB, upright and small enough is kept byt
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ BACKGROUND = (255, 255, 255)
 DEFAULT_JPEG_QUALITY = 95
 
 _ORIENTATION_TAG = 0x0112
+_JPEG_MAX_SIDE = 65_500
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"heif"}
 _SUPPORTED_TEXT = "JPEG, PNG, GIF, BMP, TIFF, WebP or AVIF"
 
@@ -123,7 +126,7 @@ def _available_formats() -> tuple[str, ...]:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Opens (header only) and enforces the pixel cap. Call inside _bomb_guard()."""
+    """Opens (header only) and enforces the pixel cap. Call inside _untrusted()."""
     if not data:
         raise ImageRejected("the file is empty")
     reason = _sniff_unsupported(data[:1024])
@@ -155,13 +158,29 @@ def _short(error: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-class _bomb_guard(warnings.catch_warnings):
-    """Turns Pillow's DecompressionBombWarning into an error for the duration of a block."""
+@contextlib.contextmanager
+def _untrusted() -> Iterator[None]:
+    """The trust boundary around Pillow: every failure on untrusted bytes is a rejection.
 
-    def __enter__(self):
-        result = super().__enter__()
+    Pillow's ``DecompressionBombWarning`` is raised as an error inside the block. (The
+    ``catch_warnings`` save/restore is not atomic across threads; a race can at worst leave
+    that warning an error for the whole process, which is the policy anyway, and the
+    explicit ``max_pixels`` check in :func:`_open` does not depend on warnings at all.)
+    Any other exception from Pillow on damaged data (it raises OSError, SyntaxError,
+    ValueError, struct.error, EOFError, ...) becomes an :class:`ImageRejected`.
+    """
+    with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return result
+        try:
+            yield
+        except ImageRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageRejected(
+                f"the image has too many pixels (decompression bomb?): {_short(error)}"
+            ) from error
+        except Exception as error:  # untrusted bytes: anything Pillow raises means "unusable"
+            raise ImageRejected(f"the image could not be read ({_short(error)})") from error
 
 
 def _is_animated(image: Image.Image) -> bool:
@@ -303,7 +322,7 @@ def load_image(
         TypeError: If ``source`` is neither bytes nor a path.
     """
     data = _read_source(source)
-    with _bomb_guard():
+    with _untrusted():
         image = _open(data, max_pixels)
         with image:
             rgb, _ = _normalise(image, max_side, background)
@@ -335,7 +354,7 @@ def prepare_for_store(
     Raises:
         ImageRejected: If the bytes are not a supported, intact image.
     """
-    with _bomb_guard():
+    with _untrusted():
         image = _open(data, max_pixels)
         with image:
             fits = not max_side or max(image.size) <= max_side
@@ -354,6 +373,11 @@ def prepare_for_store(
                 return PreparedImage(None, width, height, "JPEG")
             source_format = image.format or "unknown"
             rgb, notes = _normalise(image, max_side, BACKGROUND)
+            if max(rgb.size) > _JPEG_MAX_SIDE:
+                raise ImageRejected(
+                    f"the image is {rgb.width}x{rgb.height}; JPEG cannot store a side over "
+                    f"{_JPEG_MAX_SIDE:,} pixels (set max_side to shrink it)"
+                )
             buffer = io.BytesIO()
             rgb.save(buffer, "JPEG", quality=quality)
             return PreparedImage(buffer.getvalue(), rgb.width, rgb.height, source_format, notes)
@@ -376,7 +400,7 @@ def check_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepare
     Raises:
         ImageRejected: If the bytes are not a supported, intact image.
     """
-    with _bomb_guard():
+    with _untrusted():
         image = _open(data, max_pixels)
         with image:
             notes = _frame_warning(image)

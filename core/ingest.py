@@ -6,11 +6,10 @@ columns next to the images or inside the zip, and loose uploads per class.
 
 The pipeline streams: the main thread lists the files and reads zip members through
 :class:`core.archive.SafeZip` (which enforces the zip-bomb limits while decompressing);
-a small pool (threads by default: Pillow and hashlib release the GIL) reads files on disk,
-hashes them, decodes and validates them, normalises them and stores them under names
-derived from their content (:func:`ingest_task`). Results are consumed in submission
-order, so duplicates are resolved in the source's order. At most a few files per worker
-are in flight, so memory stays bounded however many images there are.
+a small pool reads files on disk, hashes, decodes, validates, normalises and stores them
+under names derived from their content (:mod:`core.ingest_worker`). Results are consumed
+in submission order, so duplicates are resolved in the source's order. Only a few files
+per worker are in flight, so memory stays bounded however many images there are.
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ from __future__ import annotations
 import concurrent.futures as futures
 import csv
 import functools
-import hashlib
 import io
 import multiprocessing
 import numbers
 import os
 import shutil
 import stat
-import threading
 import zipfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,13 +35,8 @@ import pandas as pd
 from core import datasets
 from core.archive import ArchiveError, EntryRejected, SafeZip, ZipLimits
 from core.datasets import DatasetError, clean_label
-from core.imageio import (
-    DEFAULT_JPEG_QUALITY,
-    DEFAULT_MAX_PIXELS,
-    ImageRejected,
-    PreparedImage,
-    normalise_task,
-)
+from core.imageio import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS, ImageRejected, PreparedImage
+from core.ingest_worker import ingest_batch, read_limited, stored_name, too_big
 from core.splits import (
     SPLITS,
     assign_new,
@@ -90,6 +82,7 @@ _MAX_LISTED = 10  # examples quoted in one warning
 _IMBALANCE_RATIO = 3.0
 _FEW_IMAGES = 10
 _POOL_THRESHOLD = 48  # below this many files a pool costs more than it saves
+_AUTO_EXECUTOR = "thread"  # what "auto" picks for bigger jobs (see bench/ingest.py)
 
 
 @dataclass(frozen=True)
@@ -252,24 +245,6 @@ def _is_junk(part: str) -> bool:
     return part.startswith(".") or part.lower() in JUNK_NAMES
 
 
-def _read_file(path: Path, max_bytes: int) -> bytes:
-    """Reads a regular file, refusing it past ``max_bytes`` without reading it all."""
-    try:
-        with path.open("rb") as handle:
-            if os.fstat(handle.fileno()).st_size > max_bytes:
-                raise EntryRejected(_too_big(max_bytes))
-            data = handle.read(max_bytes + 1)
-    except OSError as error:
-        raise EntryRejected(f"could not read the file ({error.strerror or error})") from error
-    if len(data) > max_bytes:
-        raise EntryRejected(_too_big(max_bytes))
-    return data
-
-
-def _too_big(max_bytes: int) -> str:
-    return f"the file is larger than the limit of {max_bytes:,} bytes (max_file_bytes)"
-
-
 def _folder_source(root: Path, limits: IngestLimits) -> _Source:
     source = _Source(name=root.name or str(root), entries=[])
     for current, dirnames, filenames in os.walk(root, followlinks=False):
@@ -306,7 +281,7 @@ def _folder_source(root: Path, limits: IngestLimits) -> _Source:
                     {"file": "/".join(parts), "reason": "not a regular file (pipe, device ...)"}
                 )
             else:
-                read = functools.partial(_read_file, path, limits.max_file_bytes)
+                read = functools.partial(read_limited, path, limits.max_file_bytes)
                 source.entries.append(_Entry(parts, read, path))
     return source
 
@@ -363,9 +338,8 @@ def _parse_label_csv(entry: _Entry) -> list[tuple[str, str]] | str:
     return [(row[file_index], row[label_index]) for row in rows[1:] if len(row) >= width]
 
 
-def _plan_from_csv(
-    source: _Source, csv_entry: _Entry, rows: list[tuple[str, str]], others: list[_Entry]
-) -> _Plan:
+def _plan_from_csv(csv_entry: _Entry, rows: list[tuple[str, str]], others: list[_Entry]) -> _Plan:
+    """Labels files from a CSV; names are matched against the files found, never opened."""
     plan = _Plan()
     base = csv_entry.parts[:-1]
     csv_name = csv_entry.name
@@ -436,6 +410,7 @@ def _unwrap(entries: list[_Entry], dirs: set[tuple[str, ...]]) -> tuple[str, ...
 
 
 def _plan_from_folders(source: _Source, entries: list[_Entry]) -> _Plan:
+    """Labels files by class folder (after unwrapping, and pooling train/val/test folders)."""
     plan = _Plan()
     dirs = _dir_paths(source)
     prefix = _unwrap(entries, dirs)
@@ -475,6 +450,7 @@ def _plan_from_folders(source: _Source, entries: list[_Entry]) -> _Plan:
 
 
 def _plan(source: _Source) -> _Plan:
+    """Decides each file's class: from a label CSV when there is one, else from folders."""
     csv_entries = [e for e in source.entries if e.parts[-1].lower().endswith(".csv")]
     others = [e for e in source.entries if not e.parts[-1].lower().endswith(".csv")]
     if source.forced_csv is not None:
@@ -493,7 +469,7 @@ def _plan(source: _Source) -> _Plan:
             names = ", ".join(c[0].name for c in shallowest)
             raise _LayoutError(f"Found several label CSV files ({names}); keep only one")
         entry, rows = label_csvs[0]
-        plan = _plan_from_csv(source, entry, rows, others)
+        plan = _plan_from_csv(entry, rows, others)
     else:
         if source.forced_csv is not None:
             raise _LayoutError(
@@ -563,77 +539,27 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _make_executor(executor: str, workers: int | None, count: int) -> futures.Executor:
+def _make_executor(
+    executor: str, workers: int | None, count: int
+) -> tuple[futures.Executor, int, int]:
+    """Returns ``(pool, batch size, batches in flight)`` for ``count`` files."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}. Received: executor={executor!r}")
     cores = available_cores()
     if executor == "auto":
-        executor = "serial" if count < _POOL_THRESHOLD or cores < 2 else "thread"
+        executor = _AUTO_EXECUTOR if count >= _POOL_THRESHOLD and cores >= 2 else "serial"
     if executor == "serial":
-        return _InlineExecutor()
+        return _InlineExecutor(), 1, 1
     if executor == "thread":
-        # Decoding, hashing and file I/O release the GIL; twice as many threads as cores
-        # keeps every core busy while some threads wait on the disk.
-        return futures.ThreadPoolExecutor(
-            max_workers=workers or min(8, 2 * cores), thread_name_prefix="ingest"
-        )
-    return futures.ProcessPoolExecutor(
-        max_workers=workers or cores, mp_context=multiprocessing.get_context("spawn")
-    )
-
-
-def stored_name(sha: str) -> str:
-    """Where an image with this content hash lives, relative to the dataset folder.
-
-    Images are spread over 256 sub-folders by the first two hex digits: creating thousands
-    of files in one folder measured 5x slower per file on ext4 than in sharded folders.
-    """
-    return f"{datasets.IMAGES_DIR}/{sha[:2]}/{sha[:24]}.jpg"
-
-
-def _store(dataset_dir: Path, sha: str, data: bytes) -> None:
-    """Writes a stored image under its content-derived name (temp file, then rename).
-
-    Two identical files in flight write the same bytes to the same name, so concurrent
-    writers cannot disagree; an image already stored is never rewritten.
-    """
-    target = dataset_dir / stored_name(sha)
-    if target.exists():
-        return
-    temporary = target.with_name(f".{target.stem}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        temporary.write_bytes(data)
-    except FileNotFoundError:  # first image of this shard: make the folder (once)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(data)
-    os.replace(temporary, target)
-
-
-def ingest_task(task: tuple) -> tuple[str | None, str, object]:
-    """Reads (for files on disk), hashes, validates, normalises and stores one image.
-
-    Top level so that ``spawn`` process pools can import it; also run by thread pools and
-    inline. Rejections travel as values.
-
-    Args:
-        task: ``(source, max_file_bytes, dataset_dir or None, normalise options)`` where
-            ``source`` is the file's bytes or its path and the options are what
-            :func:`core.imageio.normalise_task` takes after ``(data, store)``.
-
-    Returns:
-        ``(sha256 or None, "ok" | "rejected", PreparedImage | reason)``.
-    """
-    source, max_file_bytes, dataset_dir, options = task
-    try:
-        data = source if isinstance(source, bytes) else _read_file(Path(source), max_file_bytes)
-    except EntryRejected as rejection:
-        return None, "rejected", rejection.reason
-    sha = hashlib.sha256(data).hexdigest()
-    kind, value = normalise_task((data, dataset_dir is not None, *options))
-    if kind == "ok" and dataset_dir is not None:
-        assert isinstance(value, PreparedImage)
-        _store(Path(dataset_dir), sha, data if value.data is None else value.data)
-    return sha, kind, value
+        # Decoding, hashing and file I/O release the GIL.
+        size = workers or cores
+        pool = futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="ingest")
+        return pool, 1, 4 * size
+    # Spawned processes import only core.ingest_worker (Pillow + numpy): quick to start.
+    # Files travel in batches so one pickling round trip serves several images.
+    size = workers or cores
+    context = multiprocessing.get_context("spawn")
+    return futures.ProcessPoolExecutor(max_workers=size, mp_context=context), 8, 2 * size
 
 
 def _process(
@@ -657,44 +583,27 @@ def _process(
     tracker.start(f"Reading {len(items)} files")
     if dataset_dir is not None:
         (dataset_dir / datasets.IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    pool = _make_executor(executor, workers, len(items))
-    window = 4 * max(2, workers or 2 * available_cores())
+    pool, batch_size, in_flight = _make_executor(executor, workers, len(items))
     options = (limits.max_pixels, limits.max_side, limits.jpeg_quality, limits.keep_clean_jpeg)
     target = None if dataset_dir is None else str(dataset_dir)
-    pending: deque[tuple[_Item, futures.Future]] = deque()
+    pending: deque[tuple[list[_Item], futures.Future]] = deque()
+    batch_items: list[_Item] = []
+    batch_tasks: list[tuple] = []
 
     def reject(file: str, reason: str) -> None:
         outcome.rejected.append({"file": file, "reason": reason})
 
+    def submit() -> None:
+        if batch_items:
+            pending.append((list(batch_items), pool.submit(ingest_batch, list(batch_tasks))))
+            batch_items.clear()
+            batch_tasks.clear()
+
     def finish() -> None:
-        item, future = pending.popleft()
-        sha, kind, value = future.result()
-        tracker.step(item.file)
-        if sha is None:
-            reject(item.file, str(value))
-            return
-        first = seen.get(sha)
-        if first is not None:
-            _record_duplicate(outcome, first, item, reject)
-            return
-        seen[sha] = _Seen(item.file, item.label, rejected=str(value) if kind != "ok" else None)
-        if kind != "ok":
-            reject(item.file, str(value))
-            return
-        assert isinstance(value, PreparedImage)
-        outcome.rows.append(
-            {
-                "image": stored_name(sha),
-                "label": item.label,
-                "split": "",
-                "sha256": sha,
-                "width": value.width,
-                "height": value.height,
-                "original_name": item.file,
-                "source": "",
-            }
-        )
-        outcome.notes.extend(f"{item.file}: {note}" for note in value.warnings)
+        batch, future = pending.popleft()
+        for item, (sha, kind, value) in zip(batch, future.result(), strict=True):
+            tracker.step(item.file)
+            _collect(outcome, seen, item, sha, kind, value, reject)
 
     try:
         with pool:
@@ -708,16 +617,56 @@ def _process(
                         reject(item.file, rejection.reason)
                         tracker.step(item.file)
                         continue
-                task = (source, limits.max_file_bytes, target, options)
-                pending.append((item, pool.submit(ingest_task, task)))
-                while len(pending) >= window:
+                batch_items.append(item)
+                batch_tasks.append((source, limits.max_file_bytes, target, options))
+                if len(batch_items) >= batch_size:
+                    submit()
+                while len(pending) >= in_flight:
                     finish()
+            submit()
             while pending:
                 finish()
     finally:
         for _, future in pending:
             future.cancel()
     return outcome
+
+
+def _collect(
+    outcome: _Outcome,
+    seen: dict[str, _Seen],
+    item: _Item,
+    sha: str | None,
+    kind: str,
+    value: object,
+    reject: Callable[[str, str], None],
+) -> None:
+    """Files one worker result: a rejection, a duplicate, or a new manifest row."""
+    if sha is None:
+        reject(item.file, str(value))
+        return
+    first = seen.get(sha)
+    if first is not None:
+        _record_duplicate(outcome, first, item, reject)
+        return
+    seen[sha] = _Seen(item.file, item.label, rejected=str(value) if kind != "ok" else None)
+    if kind != "ok":
+        reject(item.file, str(value))
+        return
+    assert isinstance(value, PreparedImage)
+    outcome.rows.append(
+        {
+            "image": stored_name(sha),
+            "label": item.label,
+            "split": "",
+            "sha256": sha,
+            "width": value.width,
+            "height": value.height,
+            "original_name": item.file,
+            "source": "",
+        }
+    )
+    outcome.notes.extend(f"{item.file}: {note}" for note in value.warnings)
 
 
 def _record_duplicate(
@@ -1144,7 +1093,7 @@ def inspect_zip_bytes(
 def _upload_reader(data: bytes, max_bytes: int) -> Callable[[], bytes]:
     def read() -> bytes:
         if len(data) > max_bytes:
-            raise EntryRejected(_too_big(max_bytes))
+            raise EntryRejected(too_big(max_bytes))
         return bytes(data)
 
     return read

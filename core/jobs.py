@@ -122,29 +122,46 @@ def _wait_until_inactive(folder: Path, timeout: float) -> RunStatus:
     return status
 
 
+def _signal(pid: int, sig: signal.Signals) -> None:
+    # Workers started here lead their own process group (start_new_session); a foreground
+    # CLI worker may not, so fall back to the process itself.
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _mark_cancelled(folder: Path, message: str) -> RunStatus:
+    status = read_status(folder)
+    status.state = "cancelled"
+    status.finished = now_iso()
+    status.phase = ""
+    status.message = message
+    write_status(folder, status)
+    return status
+
+
 def _escalate(folder: Path, grace_seconds: float) -> RunStatus:
     status = _wait_until_inactive(folder, grace_seconds)
+    if status.state == "interrupted":
+        # The worker died before it could record the cancel (e.g. still starting up).
+        return _mark_cancelled(folder, "Cancelled before the worker had started training.")
     if not status.active or status.pid is None:
         return status
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         if not pid_alive(status.pid):
             break
-        try:
-            os.killpg(status.pid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            os.kill(status.pid, sig)
+        _signal(status.pid, sig)
         status = _wait_until_inactive(folder, wait)
-        if not status.active:
+        if not status.active and status.state != "interrupted":
             return status
     status = read_status(folder)
     if status.state in ("running", "queued", "interrupted") and not pid_alive(status.pid):
         # The worker could not record its own end; record it for it.
-        status.state = "cancelled"
-        status.finished = now_iso()
-        status.message = "Cancelled: the worker did not stop by itself and was killed."
-        write_status(folder, status)
+        return _mark_cancelled(
+            folder, "Cancelled: the worker did not stop by itself and was killed."
+        )
     return status
 
 

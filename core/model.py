@@ -3,7 +3,7 @@
 Layers, by name (other modules rely on these names)::
 
     image (Input, float32 0..255, (size, size, 3))
-    augmentation   nested Sequential, only when augmentation is enabled (training only)
+    augmentation   Augmentation (a Sequential), only when enabled; acts only in training
     preprocess     core.preprocessing.Preprocess for the backbone
     backbone       nested Model from the registry, called with training=False when pretrained
     pool           GlobalAveragePooling2D / GlobalMaxPooling2D / Flatten
@@ -13,8 +13,8 @@ A pretrained backbone is always called with ``training=False`` so its BatchNorm 
 in inference mode, and :func:`set_trainable` keeps every BatchNorm frozen when fine-tuning
 (the Keras transfer-learning guide). A randomly initialised backbone (weights ``"none"``)
 is the exception: frozen, untrained BatchNorm would make it untrainable, so it trains
-normally. What trains is one setting: ``head``, ``top:N`` (the
-head plus the last N blocks of the registry's block structure) or ``all``.
+normally. What trains is one setting: ``head``, ``top:N`` (the head plus the last N blocks
+of the registry's block structure) or ``all``.
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ _POOLING_LAYERS = {
     "avg": keras.layers.GlobalAveragePooling2D,
     "max": keras.layers.GlobalMaxPooling2D,
     "flatten": keras.layers.Flatten,
-}
-_FLIP_MODES = {
-    "horizontal": "horizontal",
-    "vertical": "vertical",
-    "horizontal_and_vertical": "horizontal_and_vertical",
 }
 
 
@@ -142,7 +137,7 @@ def build_augmentation(augment: AugmentConfig, seed: int | None = None) -> keras
     """
     stack: list[keras.layers.Layer] = []
     if augment.flip != "none":
-        stack.append(keras.layers.RandomFlip(_FLIP_MODES[augment.flip], seed=seed, name="flip"))
+        stack.append(keras.layers.RandomFlip(augment.flip, seed=seed, name="flip"))
     if augment.rotation:
         stack.append(keras.layers.RandomRotation(augment.rotation, fill_mode="reflect", seed=seed))
     if augment.zoom:
@@ -449,4 +444,4 @@ def gradcam_model(model: keras.Model) -> keras.Model:
     """
     inner = model.get_layer("backbone")
     target = inner.get_layer(last_conv_layer_name(model))
-    return keras.Model(inner.inputs, [target.output, inner.output], name="gradcam")
+    return keras.Model(inner.input, [target.output, inner.output], name="gradcam")

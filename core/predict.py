@@ -249,13 +249,12 @@ def predict_sources(
             image = load_image(_source_payload(source))
         except ImageRejected as error:
             results[index]["error"] = error.reason
-            continue
         except OSError as error:  # missing or unreadable file on disk
             results[index]["error"] = f"Cannot read {name!r}: {error.strerror or error}"
-            continue
-        pending.append((index, image_to_array(image, size)))
-        if len(pending) >= batch_size:
-            flush()
+        else:
+            pending.append((index, image_to_array(image, size)))
+            if len(pending) >= batch_size:
+                flush()
         if progress:
             progress(index + 1, len(sources), name)
     flush()

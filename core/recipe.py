@@ -116,10 +116,11 @@ def blocks_of(base):
     return names, block_of
 
 
-def set_trainable(model, trainable):
+def set_trainable(model, trainable, pretrained=True):
     """head: only the head trains; top:N: head + last N blocks; all: everything.
 
-    BatchNormalization layers always stay frozen (Keras transfer-learning guide).
+    With pretrained weights, BatchNormalization layers always stay frozen (Keras
+    transfer-learning guide); a randomly initialised backbone needs them to learn.
     """
     base = model.get_layer("backbone")
     if trainable == "head":
@@ -129,12 +130,14 @@ def set_trainable(model, trainable):
     names, block_of = blocks_of(base)
     first = 0
     if trainable.startswith("top:"):
-        first = max(0, len(names) - int(trainable.split(":")[1]))
+        count = int(trainable.split(":")[1])
+        if count > len(names):
+            raise SystemExit(f"trainable 'top:N' allows N up to {{len(names)}} here")
+        first = len(names) - count
     for layer in base.layers:
-        frozen = isinstance(layer, keras.layers.BatchNormalization)
-        if trainable.startswith("top:") and block_of.get(layer.name, -1) < first:
-            frozen = True
-        layer.trainable = not frozen
+        layer.trainable = not (trainable.startswith("top:") and block_of[layer.name] < first)
+        if pretrained and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 def build_model(config, num_classes, weights):
@@ -162,7 +165,10 @@ def build_model(config, num_classes, weights):
         x = keras.Sequential(augment, name="augmentation")(x)
     x = Preprocess(BACKBONE["preprocessing"], name="preprocess")(x)
     base = build_backbone(size, weights)
-    x = base(x, training=False)  # BatchNorm statistics stay put, even when fine-tuning
+    pretrained = weights != "none"
+    # Pretrained: BatchNorm statistics stay put, even when fine-tuning. Random init: BatchNorm
+    # must learn, so it follows the training flag.
+    x = base(x, training=False) if pretrained else base(x)
     pooling = {{
         "avg": keras.layers.GlobalAveragePooling2D,
         "max": keras.layers.GlobalMaxPooling2D,
@@ -170,10 +176,12 @@ def build_model(config, num_classes, weights):
     }}[m["pooling"]]
     x = pooling(name="pool")(x)
     head = [keras.layers.Dense(units, activation="relu") for units in m["dense_units"]]
-    head += [keras.layers.Dropout(m["dropout"]), keras.layers.Dense(num_classes, "softmax")]
+    if m["dropout"]:
+        head.append(keras.layers.Dropout(m["dropout"]))
+    head.append(keras.layers.Dense(num_classes, activation="softmax"))
     outputs = keras.Sequential(head, name="head")(x)
     model = keras.Model(inputs, outputs)
-    set_trainable(model, m["trainable"])
+    set_trainable(model, m["trainable"], pretrained)
     return model
 
 
@@ -264,7 +272,7 @@ def main():
     )
     if config["fine_tune_epochs"]:
         # Phase 2 (fastai's fine_tune): unfreeze, recompile with a lower learning rate.
-        set_trainable(model, config["fine_tune_trainable"])
+        set_trainable(model, config["fine_tune_trainable"], weights != "none")
         lr = config["learning_rate"] * config["fine_tune_lr_mult"]
         compile_model(model, config, lr, steps * config["fine_tune_epochs"])
         model.fit(
@@ -286,24 +294,43 @@ if __name__ == "__main__":
 '''
 
 
-# Non-Keras backbones: the names whose source is inlined into the script (constants by value).
-_INLINED = {
-    "core.lite0": (
-        "BLOCKS_ARGS",
-        "STEM_FILTERS",
-        "HEAD_FILTERS",
-        "BN_EPSILON",
-        "NUM_CLASSES",
-        "_block_plan",
-        "_bn",
-        "_relu6",
-        "build_architecture",
-    ),
-}
+# Non-Keras backbones whose definition is copied into the script: module -> entry function.
+# Everything that function uses from its module (helpers, constants) is found and copied too.
+_INLINED = {"core.lite0": "build_architecture"}
+_LITERALS = (bool, int, float, str, bytes, tuple, list, dict, type(None))
+
+
+def _names_used(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_used(const)
+    return names
+
+
+def _module_closure(module: Any, entry: str) -> tuple[list[str], list[Any]]:
+    """Constants (as ``NAME = repr``) and functions ``entry`` needs from ``module``."""
+    import inspect
+
+    constants: dict[str, str] = {}
+    functions: dict[str, Any] = {}
+    pending = [entry]
+    while pending:
+        name = pending.pop()
+        if name in functions or name in constants or not hasattr(module, name):
+            continue
+        value = getattr(module, name)
+        if inspect.isfunction(value) and value.__module__ == module.__name__:
+            functions[name] = value
+            pending.extend(_names_used(value.__code__))
+        elif isinstance(value, _LITERALS):
+            constants[name] = f"{name} = {value!r}"
+    ordered = sorted(functions.values(), key=lambda fn: fn.__code__.co_firstlineno)
+    return [constants[name] for name in sorted(constants)], ordered
 
 
 def _extra_source(constructor: str) -> str:
-    """Definition of a non-Keras backbone, inlined so the script stays standalone."""
+    """Definition of a non-Keras backbone, copied so the script stays standalone."""
     module_name, _, attribute = constructor.partition(":")
     if module_name.startswith("keras."):
         return ""
@@ -312,26 +339,24 @@ def _extra_source(constructor: str) -> str:
 
     if module_name not in _INLINED:
         raise ValueError(
-            f"No recipe support for backbone constructor {constructor!r}: add its definitions "
-            f"to core.recipe._INLINED. Supported: keras.applications and {sorted(_INLINED)}"
+            f"No recipe support for backbone constructor {constructor!r}: add it to "
+            f"core.recipe._INLINED. Supported: keras.applications and {sorted(_INLINED)}"
         )
     module = importlib.import_module(module_name)
+    constants, functions = _module_closure(module, _INLINED[module_name])
     parts = [
         f"# ---- the network's definition, copied from Transfer Studio's {module_name} ----",
         "from typing import Any",
         "",
+        *constants,
+        "",
     ]
-    for name in _INLINED[module_name]:
-        value = getattr(module, name)
-        if callable(value):
-            parts.append(inspect.getsource(value))
-        else:
-            parts.append(f"{name} = {value!r}")
+    parts += [inspect.getsource(function) for function in functions]
     parts.append(
         f"""
 def {attribute}(include_top=False, weights=None, input_shape=(224, 224, 3), **_ignored):
     # Random init; ImageNet weights are loaded from a .weights.h5 file by build_backbone.
-    return build_architecture(tuple(input_shape), include_top=include_top)
+    return {_INLINED[module_name]}(tuple(input_shape), include_top=include_top)
 """
     )
     parts.append("# ---- end of copied code ----")

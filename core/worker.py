@@ -296,11 +296,12 @@ def run_worker(
     status.finished = ""
     if resume:
         status.resumes += 1
+    # Handlers first: once the pid is in status.json, a cancel may signal this process.
+    token = CancelToken(folder)
+    previous_handlers = _install_signal_handlers(token)
     writer = StatusWriter(folder, status)
     writer.set(message="Worker started.")
     writer.start_heartbeat()
-    token = CancelToken(folder)
-    previous_handlers = _install_signal_handlers(token)
     metrics = MetricsWriter(folder, echo)
     context = RunContext(folder, writer, metrics, token)
     lock_fd = None
@@ -310,6 +311,7 @@ def run_worker(
         config = read_config(folder)
         writer.set(total_epochs=config.total_epochs)
         lock_fd = _wait_for_device(writer, token)
+        token.raise_if_set()
         writer.set(state="running", phase="loading", started=now_iso(), message="Starting.")
         from core.training import train
 

@@ -73,16 +73,14 @@ def test_train_from_a_folder_then_runs_status_and_config_replay(tmp_path):
         *COMMON,
         "--epochs",
         "2",
-        "--fine-tune-epochs",
-        "1",
         "--runs-dir",
         str(runs_dir),
         "--json",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = _last_json(done.stdout)
-    assert RESULT_KEYS <= set(result)
-    assert result["state"] == "completed" and result["epochs_completed"] == 3
+    assert set(result) >= RESULT_KEYS
+    assert result["state"] == "completed" and result["epochs_completed"] == 2
     assert set(result["metrics"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert result["classes"] == ["cat", "dog"]
     folder = Path(result["run_dir"])
@@ -111,12 +109,16 @@ def test_train_from_a_folder_then_runs_status_and_config_replay(tmp_path):
     )
     assert replay.returncode == 0, replay.stderr[-3000:]
     again = _last_json(replay.stdout)
-    assert again["run_id"] != result["run_id"] and again["epochs_completed"] == 2
+    assert again["run_id"] != result["run_id"] and again["epochs_completed"] == 1
 
 
 @pytest.mark.slow
 def test_failed_run_exits_1(tmp_path):
-    source = write_class_folders(tmp_path / "photos", {"a": 8, "b": 8}, size=(40, 40))
+    # VGG16 (no BatchNorm) with SGD at learning rate 10 diverges within a few steps (with
+    # this seed; some initialisations die instead, with every ReLU at zero).
+    source = write_class_folders(
+        tmp_path / "photos", {"circle": 8, "square": 8, "triangle": 8}, size=(40, 40)
+    )
     failed = _cli(
         "train",
         "--data",
@@ -128,9 +130,11 @@ def test_failed_run_exits_1(tmp_path):
         "--image-size",
         "32",
         "--batch-size",
-        "8",
+        "4",
         "--epochs",
-        "2",
+        "4",
+        "--seed",
+        "3",
         "--optimizer",
         "sgd",
         "--learning-rate",

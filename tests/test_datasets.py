@@ -175,3 +175,21 @@ def test_clean_label():
 def test_staging_and_dataset_ids_are_path_safe():
     assert datasets.new_dataset_id("../../Ünïcode Cats!!").startswith("unicode-cats-")
     assert datasets.new_dataset_id("🐱").startswith("dataset-")
+
+
+def test_a_tampered_manifest_is_refused():
+    dataset = make()
+    manifest_path = dataset.dir / "manifest.csv"
+    text = manifest_path.read_text(encoding="utf-8")
+    first_image = dataset.manifest["image"].iloc[0]
+    manifest_path.write_text(text.replace(first_image, "../../outside.jpg"), encoding="utf-8")
+    with pytest.raises(DatasetError, match="outside the dataset folder"):
+        load_dataset(dataset.id)
+
+
+def test_deleting_every_image_leaves_an_empty_but_valid_dataset():
+    dataset = make(counts={"a": 3, "b": 3})
+    empty = delete_images(dataset.id, list(dataset.manifest["image"]))
+    assert empty.classes == [] and len(empty.counts()) == 0
+    assert "training needs at least 2" in empty.problems()[0]
+    assert load_dataset(dataset.id).manifest.empty

@@ -190,3 +190,38 @@ def test_cli_prints_one_json_object(run, shared):
         timeout=300,
     )
     assert bad.returncode == 2 and "no-such-run" in bad.stderr
+
+
+def test_most_confused_cell_and_fallback():
+    from core.evaluate import most_confused
+
+    assert most_confused(LABELS, [[2, 0, 1], [1, 2, 3], [0, 1, 2]]) == ("cat", "dog")
+    assert most_confused(["a", "b"], [[3, 0], [0, 5]]) == ("b", "b")
+
+
+def test_figures_and_tables():
+    from core.evaluate_figures import (
+        confusion_figure,
+        per_class_frame,
+        probability_figure,
+        selected_cell,
+    )
+
+    matrix = [[2, 0, 1], [1, 2, 1], [0, 1, 2]]
+    fig = confusion_figure(LABELS, matrix, highlight=("cat", "dog"))
+    heat = fig.data[0]
+    assert list(heat.x) == LABELS and list(heat.y) == LABELS
+    np.testing.assert_allclose(np.asarray(heat.z)[1], [0.25, 0.5, 0.25])
+    assert np.asarray(heat.text).tolist() == matrix
+    assert len(fig.layout.shapes) == 1
+
+    bars = probability_figure({"a": 0.1, "b": 0.7, "c": 0.2}, k=2).data[0]
+    assert list(bars.y) == ["c", "b"] and list(bars.x) == [0.2, 0.7]  # best on top
+
+    frame = per_class_frame(compute_metrics(Y_TRUE, Y_PRED, LABELS)["per_class"])
+    assert frame["class"].tolist() == LABELS and frame["support"].sum() == 10
+
+    event = {"selection": {"points": [{"x": "dog", "y": "cat", "z": 0.25}]}}
+    assert selected_cell(event, LABELS) == ("cat", "dog")
+    assert selected_cell({"selection": {"points": []}}, LABELS) is None
+    assert selected_cell(None, LABELS) is None

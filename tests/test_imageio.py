@@ -223,3 +223,24 @@ def test_rejection_survives_pickling():
 
     error = pickle.loads(pickle.dumps(ImageRejected("the file is empty")))
     assert error.reason == "the file is empty"
+
+
+def test_too_wide_for_jpeg_is_rejected_clearly():
+    wide = encode(Image.new("RGB", (66_000, 2)), "PNG")
+    with pytest.raises(ImageRejected, match="JPEG cannot store a side over 65,500"):
+        prepare_for_store(wide, max_side=None)
+    assert prepare_for_store(wide, max_side=1024).width == 1024
+
+
+def test_gif_with_a_huge_second_frame_does_not_crash():
+    frames = [Image.new("RGB", (10, 10), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    data = bytearray(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    descriptors = [
+        i for i in range(len(data) - 9) if data[i] == 0x2C and data[i + 5 : i + 9] == b"\n\0\n\0"
+    ]
+    struct.pack_into("<HH", data, descriptors[-1] + 5, 30_000, 30_000)
+    for reader in (load_image, prepare_for_store, check_image):
+        try:
+            assert reader(bytes(data)) is not None
+        except ImageRejected as rejection:
+            assert rejection.reason

@@ -399,3 +399,22 @@ def test_bad_arguments_say_what_is_allowed(tmp_path):
         ingest_path(tmp_path / "a.tar", name="x")
     with pytest.raises(TypeError, match="files_by_class"):
         ingest_uploads([("a.jpg", b"")], name="x")
+
+
+def test_csv_problems_are_explained(tmp_path):
+    root = tmp_path / "csvs"
+    for index in range(3):
+        write(root / f"{index}.png", image_bytes("PNG"))
+    write(root / "notes.csv", b"name,comment\n0.png,nice\n")
+    with pytest.raises(DatasetError, match="has no filename and label columns"):
+        ingest_path(root / "notes.csv", name="x")
+    write(root / "a.csv", b"filename,label\n0.png,x\n")
+    write(root / "b.csv", b"file,class\n1.png,y\n")
+    report = inspect_source(root)
+    assert "Found several label CSV files (a.csv, b.csv)" in report.error
+    (root / "b.csv").unlink()
+    write(root / "a.csv", b"filename,label\n0.png,x\n1.png,\n0.png,y\n")
+    report = inspect_source(root)
+    assert {"file": "1.png", "reason": "no label in a.csv"} in report.rejected
+    assert any("listed twice" in warning for warning in report.warnings)
+    assert any("notes.csv has no filename and label columns" in w for w in report.warnings)

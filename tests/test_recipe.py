@@ -36,6 +36,42 @@ def test_script_is_standalone_valid_python(backbone):
     assert "keras" in imported
 
 
+@pytest.mark.parametrize(
+    ("backbone", "size", "trainable", "dense"),
+    [
+        ("mobilenet_v2", 32, "top:2", ()),
+        ("efficientnet_lite0", 32, "top:3", (16,)),
+        ("inception_v3", 75, "top:1", ()),
+        ("vgg16", 32, "all", ()),
+    ],
+)
+def test_script_builds_the_same_network_as_the_app(backbone, size, trainable, dense):
+    """Same layers, same parameter counts, same trainable parameters as core.model."""
+    from core.model import build_model, parameter_counts
+    from core.recipe import recipe_script
+
+    config = TrainConfig(
+        dataset="any",
+        model=ModelConfig(
+            backbone=backbone,
+            weights="none",
+            image_size=size,
+            trainable=trainable,
+            dense_units=dense,
+            dropout=0.3,
+        ),
+    )
+    namespace = {"__name__": "recipe_under_test"}
+    exec(compile(recipe_script(config.to_dict()), "train.py", "exec"), namespace)
+    theirs = namespace["build_model"](config.to_dict(), 3, "none")
+    ours = build_model(config.model, 3)
+    assert parameter_counts(theirs) == parameter_counts(ours)
+    assert [type(layer).__name__ for layer in theirs.get_layer("head").layers] == [
+        type(layer).__name__ for layer in ours.get_layer("head").layers
+    ]
+    assert theirs.get_layer("backbone").output.shape == ours.get_layer("backbone").output.shape
+
+
 def test_script_retrains_a_model_in_a_subprocess(tmp_path):
     from core.recipe import recipe_script
 

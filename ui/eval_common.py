@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
-
 from streamlit.errors import StreamlitPageNotFoundError
 
 from ui.nav import link
@@ -93,20 +92,26 @@ def choose_run(page: str, *, what: str) -> Path | None:
     ids = [info.run_id for info in runs]
     current = st.session_state.get("run_id")
     if current and current not in ids:
-        st.warning(
-            f"Run `{current}` has no saved model (still training, failed, or removed). "
-            "Showing the newest finished run instead."
+        st.caption(
+            f"Your current run `{current}` has no saved model yet (still training, failed or "
+            "removed); showing the newest finished run."
         )
     index = ids.index(current) if current in ids else 0
+    key = f"{page}_run_{ids[index]}"
+
+    def adopt() -> None:
+        # Only an explicit choice changes the active run (never a page visit while training).
+        set_run(ids[st.session_state[key]])
+
     picked = st.selectbox(
         "Run",
         options=range(len(runs)),
         index=index,
         format_func=lambda i: _run_label(runs[i]),
-        key=f"{page}_run_{ids[index]}",
+        key=key,
+        on_change=adopt,
         help="Any finished run; the one you trained last is chosen for you.",
     )
-    run_id = ids[picked]
-    if run_id != current or st.query_params.get(RUN_QUERY_PARAM) != run_id:
-        set_run(run_id)
+    if current == ids[picked] and st.query_params.get(RUN_QUERY_PARAM) != current:
+        set_run(current)
     return runs[picked].dir

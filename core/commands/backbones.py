@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``backbones`` command."""
     parser = subparsers.add_parser(
         "backbones",
-        help="List the pretrained backbones, their metadata and ImageNet weights status.",
+        help="list pretrained backbones and whether their weights are available",
         description=(
             "List every registered backbone with its input sizes, preprocessing, size, "
             "ImageNet top-1 and whether its ImageNet weights are bundled, cached, "
