@@ -254,8 +254,16 @@ class Verdicts:
     lines: list[str] = field(default_factory=list)
     failed: bool = False
 
-    def check(self, name: str, measured: float, target: float, *, at_most: bool = False,
-              unit: str = "", digits: int = 2) -> bool:
+    def check(
+        self,
+        name: str,
+        measured: float,
+        target: float,
+        *,
+        at_most: bool = False,
+        unit: str = "",
+        digits: int = 2,
+    ) -> bool:
         """Records ``measured >= target`` (or ``<=`` with ``at_most``)."""
         ok = measured <= target if at_most else measured >= target
         sign = "<=" if at_most else ">="

@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             print("no GPU present (the GPU figures of benchmark 6 are skipped); measuring on CPU")
         with common.Stopwatch() as watch:
             dataset_id = common.make_dataset(tmp, images, size=256)
-        print(f"dataset: {images} generated 256x256 JPEGs, 4 classes, ingested in "
-              f"{watch.seconds:.1f}s; batch {args.batch_size}, {epochs} epochs per repeat "
-              f"(first dropped), {repeats} repeats, learning rate {LEARNING_RATE:g}")
+        print(
+            f"dataset: {images} generated 256x256 JPEGs, 4 classes, ingested in "
+            f"{watch.seconds:.1f}s; batch {args.batch_size}, {epochs} epochs per repeat "
+            f"(first dropped), {repeats} repeats, learning rate {LEARNING_RATE:g}"
+        )
         for backbone, size in common.configs(args):
             weights = common.weights_for(backbone)
             arrays = common.split_arrays(dataset_id, size)
@@ -78,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                 model_config = ModelConfig(
                     backbone=backbone, weights=weights, image_size=size, trainable=mode
                 )
-                print(f"\n-- {backbone} @ {size}px, trainable {mode}, weights={weights!r} "
-                      f"(both sides); {n_train} train / {len(arrays.x_val)} val images",
-                      flush=True)
+                print(
+                    f"\n-- {backbone} @ {size}px, trainable {mode}, weights={weights!r} "
+                    f"(both sides); {n_train} train / {len(arrays.x_val)} val images",
+                    flush=True,
+                )
                 plain_rate, studio_rate = common.Series(unit="img/s"), common.Series(unit="img/s")
                 ratios = []
                 for index in range(repeats):
@@ -89,13 +93,19 @@ def main(argv: list[str] | None = None) -> int:
                     for side in order:
                         if side == "plain":
                             result[side] = common.plain_keras_fit(
-                                arrays, model_config, epochs=epochs,
-                                batch_size=args.batch_size, learning_rate=LEARNING_RATE,
+                                arrays,
+                                model_config,
+                                epochs=epochs,
+                                batch_size=args.batch_size,
+                                learning_rate=LEARNING_RATE,
                             )
                         else:
                             run = TrainConfig(
-                                dataset=dataset_id, model=model_config, epochs=epochs,
-                                batch_size=args.batch_size, learning_rate=LEARNING_RATE,
+                                dataset=dataset_id,
+                                model=model_config,
+                                epochs=epochs,
+                                batch_size=args.batch_size,
+                                learning_rate=LEARNING_RATE,
                                 seed=42,
                             )
                             result[side] = common.studio_run(run)
@@ -104,21 +114,37 @@ def main(argv: list[str] | None = None) -> int:
                     plain_rate.add(p)
                     studio_rate.add(s)
                     ratios.append(s / p)
-                    print(f"  repeat {index + 1}: plain {p:.1f} img/s, studio {s:.1f} img/s, "
-                          f"ratio {s / p:.3f} (load {common.load_average()})", flush=True)
+                    print(
+                        f"  repeat {index + 1}: plain {p:.1f} img/s, studio {s:.1f} img/s, "
+                        f"ratio {s / p:.3f} (load {common.load_average()})",
+                        flush=True,
+                    )
                 ratio = statistics.median(ratios)
-                rows.append([
-                    f"{backbone}@{size}", mode, plain_rate.cell(1), studio_rate.cell(1),
-                    f"{ratio:.3f}", f"{min(ratios):.3f}..{max(ratios):.3f}",
-                ])
-                verdicts.check(f"finetune_ratio[{backbone}@{size},{mode},{device}]", ratio,
-                               TARGET_RATIO, unit="x", digits=3)
+                rows.append(
+                    [
+                        f"{backbone}@{size}",
+                        mode,
+                        plain_rate.cell(1),
+                        studio_rate.cell(1),
+                        f"{ratio:.3f}",
+                        f"{min(ratios):.3f}..{max(ratios):.3f}",
+                    ]
+                )
+                verdicts.check(
+                    f"finetune_ratio[{backbone}@{size},{mode},{device}]",
+                    ratio,
+                    TARGET_RATIO,
+                    unit="x",
+                    digits=3,
+                )
         if not gpus:
             verdicts.skip("finetune_ratio[gpu]", "no GPU present on this machine")
 
-    print(f"\nmedian (min..max) over {repeats} repeat(s), backend {keras.backend.backend()}, "
-          f"{device}; ratio = median of per-repeat studio/plain; load average now "
-          f"{common.load_average()} at {time.strftime('%H:%M:%S')}")
+    print(
+        f"\nmedian (min..max) over {repeats} repeat(s), backend {keras.backend.backend()}, "
+        f"{device}; ratio = median of per-repeat studio/plain; load average now "
+        f"{common.load_average()} at {time.strftime('%H:%M:%S')}"
+    )
     common.print_table(
         ["config", "trainable", "plain img/s", "studio img/s", "ratio", "ratio range"], rows
     )

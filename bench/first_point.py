@@ -16,6 +16,7 @@ default backbone, weights, size and head-only training), in the same run, altern
 Target: Transfer Studio < 15 s on this CPU (median of the repeats after a warm-up).
 
 Usage: ``python bench/first_point.py [--quick] [--repeats 3] [--backbone NAME]``
+(``--quick``: 4 x 12 images, ``mobilenet_v3_small`` at 32 px, no warm-up: a smoke test.)
 """
 
 from __future__ import annotations
@@ -107,9 +108,21 @@ def plain_first_point(folder: Path, model: dict, batch_size: int, tmp: Path) -> 
     out.unlink(missing_ok=True)
     started = time.time()
     subprocess.run(
-        [sys.executable, "-c", PLAIN_SCRIPT, repr(started), str(out), str(folder),
-         json.dumps(model), str(common.REPO_ROOT), str(batch_size)],
-        check=True, cwd=common.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            PLAIN_SCRIPT,
+            repr(started),
+            str(out),
+            str(folder),
+            json.dumps(model),
+            str(common.REPO_ROOT),
+            str(batch_size),
+        ],
+        check=True,
+        cwd=common.REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return json.loads(out.read_text())["first_batch"]
 
@@ -135,19 +148,25 @@ def main(argv: list[str] | None = None) -> int:
         report = ingest_path(sample, name="sample")
         model = ModelConfig() if not args.backbone else ModelConfig(backbone=args.backbone)
         if args.quick:
-            model = ModelConfig(backbone="mobilenet_v2", weights="none", image_size=96)
+            # CI smoke test: a tiny model, no warm-up; proves the script runs, not the target.
+            model = ModelConfig(
+                backbone=args.backbone or "mobilenet_v3_small", weights="none", image_size=32
+            )
         config = TrainConfig(dataset=report.dataset_id, model=model, batch_size=args.batch_size)
         model_dict = config.to_dict()["model"]
-        print(f"sample dataset: {report.num_images} images, classes {sorted(report.classes)}; "
-              f"model {model.backbone} @ {model.image_size}px, weights {model.weights!r}, "
-              f"trainable {model.trainable}, batch {args.batch_size}, {config.epochs} epochs")
+        print(
+            f"sample dataset: {report.num_images} images, classes {sorted(report.classes)}; "
+            f"model {model.backbone} @ {model.image_size}px, weights {model.weights!r}, "
+            f"trainable {model.trainable}, batch {args.batch_size}, {config.epochs} epochs"
+        )
 
         def cold_studio() -> dict:
             shutil.rmtree(cache_dir(), ignore_errors=True)
             return studio_first_point(config, args.timeout)
 
-        cold_studio()  # warm-up (OS page cache, compiled Python files)
-        plain_first_point(sample, model_dict, args.batch_size, tmp)
+        if not args.quick:
+            cold_studio()  # warm-up (OS page cache, compiled Python files)
+            plain_first_point(sample, model_dict, args.batch_size, tmp)
         studio, plain = common.Series(unit="s"), common.Series(unit="s")
         warm = common.Series(unit="s")
         for index in range(repeats):
@@ -156,22 +175,27 @@ def main(argv: list[str] | None = None) -> int:
                 if side == "studio":
                     result = cold_studio()
                     studio.add(result["event"])
-                    print(f"  repeat {index + 1}: studio first batch event at "
-                          f"{result['event']:.1f}s (cache {result['cache']}s, embedding "
-                          f"{result['embedding']}s, fit started at {result['fit_start']:.1f}s; "
-                          f"seen by the poller at {result['seen']:.1f}s)",
-                          flush=True)
+                    print(
+                        f"  repeat {index + 1}: studio first batch event at "
+                        f"{result['event']:.1f}s (cache {result['cache']}s, embedding "
+                        f"{result['embedding']}s, fit started at {result['fit_start']:.1f}s; "
+                        f"seen by the poller at {result['seen']:.1f}s)",
+                        flush=True,
+                    )
                 else:
                     value = plain_first_point(sample, model_dict, args.batch_size, tmp)
                     plain.add(value)
-                    print(f"  repeat {index + 1}: plain Keras first batch at {value:.1f}s",
-                          flush=True)
+                    print(
+                        f"  repeat {index + 1}: plain Keras first batch at {value:.1f}s", flush=True
+                    )
         # Second run on the same data: caches reused (what a user re-training sees).
         for _ in range(repeats):
             warm.add(studio_first_point(config, args.timeout)["event"])
 
-    print(f"\nmedian (min..max) over {repeats} repeat(s), seconds; load average now "
-          f"{common.load_average()} at {time.strftime('%H:%M:%S')}")
+    print(
+        f"\nmedian (min..max) over {repeats} repeat(s), seconds; load average now "
+        f"{common.load_average()} at {time.strftime('%H:%M:%S')}"
+    )
     common.print_table(
         ["side", "first batch (s)"],
         [
@@ -181,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     print(f"plain/studio ratio (cold): {plain.median / studio.median:.2f}x")
-    verdicts.check("first_point_seconds", studio.median, TARGET_SECONDS, at_most=True,
-                   unit="s", digits=1)
+    verdicts.check(
+        "first_point_seconds", studio.median, TARGET_SECONDS, at_most=True, unit="s", digits=1
+    )
     return verdicts.finish()
 
 

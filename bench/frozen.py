@@ -55,30 +55,41 @@ def main(argv: list[str] | None = None) -> int:
         common.banner("frozen backbone: fast path vs model.fit over the frozen model")
         with common.Stopwatch() as watch:
             dataset_id = common.make_dataset(tmp, images, size=256)
-        print(f"dataset: {images} generated 256x256 JPEGs, 4 classes, ingested in "
-              f"{watch.seconds:.1f}s; batch {args.batch_size}, {epochs} epochs, "
-              f"{repeats} repeats after a warm-up")
+        print(
+            f"dataset: {images} generated 256x256 JPEGs, 4 classes, ingested in "
+            f"{watch.seconds:.1f}s; batch {args.batch_size}, {epochs} epochs, "
+            f"{repeats} repeats after a warm-up"
+        )
         for backbone, size in common.configs(args):
             weights = common.weights_for(backbone)
             model_config = ModelConfig(
                 backbone=backbone, weights=weights, image_size=size, trainable="head"
             )
             arrays = common.split_arrays(dataset_id, size)
-            print(f"\n-- {backbone} @ {size}px, weights={weights!r} (both sides); "
-                  f"{len(arrays.x_train)} train / {len(arrays.x_val)} val images; image "
-                  f"cache built in {arrays.cache_seconds:.1f}s (not timed)", flush=True)
+            print(
+                f"\n-- {backbone} @ {size}px, weights={weights!r} (both sides); "
+                f"{len(arrays.x_train)} train / {len(arrays.x_val)} val images; image "
+                f"cache built in {arrays.cache_seconds:.1f}s (not timed)",
+                flush=True,
+            )
 
             def studio(n_epochs: int, config=model_config):
                 common.clear_embedding_cache()
                 run = TrainConfig(
-                    dataset=dataset_id, model=config, epochs=n_epochs,
-                    batch_size=args.batch_size, seed=42,
+                    dataset=dataset_id,
+                    model=config,
+                    epochs=n_epochs,
+                    batch_size=args.batch_size,
+                    seed=42,
                 )
                 return common.studio_run(run)
 
             def plain(n_epochs: int, config=model_config, arrays=arrays):
                 return common.plain_keras_fit(
-                    arrays, config, epochs=n_epochs, batch_size=args.batch_size,
+                    arrays,
+                    config,
+                    epochs=n_epochs,
+                    batch_size=args.batch_size,
                     save_to=tmp / "plain.keras",
                 )
 
@@ -103,27 +114,57 @@ def main(argv: list[str] | None = None) -> int:
                 embed.add(summary.get("embedding_seconds") or 0.0)
                 if not summary.get("fast_path"):
                     print("  warning: the Transfer Studio run did not take the fast path")
-                print(f"  repeat {index + 1}: plain epoch {p.steady_epoch_seconds():.3f}s, "
-                      f"studio epoch {s.steady_epoch_seconds():.3f}s, plain e2e "
-                      f"{p.seconds:.1f}s, studio e2e {s.seconds:.1f}s "
-                      f"(embedding {summary.get('embedding_seconds')}s)", flush=True)
+                print(
+                    f"  repeat {index + 1}: plain epoch {p.steady_epoch_seconds():.3f}s, "
+                    f"studio epoch {s.steady_epoch_seconds():.3f}s, plain e2e "
+                    f"{p.seconds:.1f}s, studio e2e {s.seconds:.1f}s "
+                    f"(embedding {summary.get('embedding_seconds')}s)",
+                    flush=True,
+                )
             epoch_ratio = plain_epoch.median / studio_epoch.median
             e2e_ratio = plain_e2e.median / studio_e2e.median
-            rows.append([
-                f"{backbone}@{size}", plain_epoch.cell(3), studio_epoch.cell(3),
-                f"{epoch_ratio:.1f}x", embed.cell(1), plain_e2e.cell(1), studio_e2e.cell(1),
-                f"{e2e_ratio:.1f}x",
-            ])
-            verdicts.check(f"frozen_epoch_speedup[{backbone}@{size}]", epoch_ratio,
-                           TARGET_EPOCH, unit="x", digits=1)
-            verdicts.check(f"frozen_end_to_end_speedup[{backbone}@{size}]", e2e_ratio,
-                           TARGET_END_TO_END, unit="x", digits=1)
+            rows.append(
+                [
+                    f"{backbone}@{size}",
+                    plain_epoch.cell(3),
+                    studio_epoch.cell(3),
+                    f"{epoch_ratio:.1f}x",
+                    embed.cell(1),
+                    plain_e2e.cell(1),
+                    studio_e2e.cell(1),
+                    f"{e2e_ratio:.1f}x",
+                ]
+            )
+            verdicts.check(
+                f"frozen_epoch_speedup[{backbone}@{size}]",
+                epoch_ratio,
+                TARGET_EPOCH,
+                unit="x",
+                digits=1,
+            )
+            verdicts.check(
+                f"frozen_end_to_end_speedup[{backbone}@{size}]",
+                e2e_ratio,
+                TARGET_END_TO_END,
+                unit="x",
+                digits=1,
+            )
 
-    print(f"\nmedian (min..max) over {repeats} repeat(s); seconds; load average now "
-          f"{common.load_average()} at {time.strftime('%H:%M:%S')}")
+    print(
+        f"\nmedian (min..max) over {repeats} repeat(s); seconds; load average now "
+        f"{common.load_average()} at {time.strftime('%H:%M:%S')}"
+    )
     common.print_table(
-        ["config", "plain epoch", "studio epoch", "epoch x", "embedding",
-         f"plain {epochs} ep", f"studio {epochs} ep", "e2e x"],
+        [
+            "config",
+            "plain epoch",
+            "studio epoch",
+            "epoch x",
+            "embedding",
+            f"plain {epochs} ep",
+            f"studio {epochs} ep",
+            "e2e x",
+        ],
         rows,
     )
     return verdicts.finish()

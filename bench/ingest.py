@@ -60,23 +60,33 @@ def generate(folder: Path, images: int, classes: int, size: tuple[int, int]) -> 
             job.result()
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (pool workers), user + system."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def time_ingest(source: Path, *, executor: str, workers: int | None, keep_clean_jpeg: bool):
-    """One ingest run; returns (images per second, images)."""
+    """One ingest run; returns (images per second, CPU ms per image)."""
     from core.datasets import delete_dataset
     from core.ingest import IngestLimits, ingest_path
 
     limits = IngestLimits(keep_clean_jpeg=keep_clean_jpeg)
+    cpu = cpu_seconds()
     start = time.perf_counter()
     report = ingest_path(source, name="bench", limits=limits, executor=executor, workers=workers)
     elapsed = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
     delete_dataset(report.dataset_id)
-    return report.num_images / elapsed, report.num_images
+    return report.num_images / elapsed, 1000 * cpu / report.num_images
 
 
 def time_keras(source: Path, image_size: int):
-    """One pass of image_dataset_from_directory over every batch; (images per s, images)."""
+    """One pass of image_dataset_from_directory over every batch; (images/s, CPU ms/image)."""
     import keras
 
+    cpu = cpu_seconds()
     start = time.perf_counter()
     dataset = keras.utils.image_dataset_from_directory(
         source,
@@ -88,7 +98,8 @@ def time_keras(source: Path, image_size: int):
     count = 0
     for batch, _ in dataset:
         count += int(batch.shape[0])
-    return count / (time.perf_counter() - start), count
+    elapsed = time.perf_counter() - start
+    return count / elapsed, 1000 * (cpu_seconds() - cpu) / count
 
 
 def summary(name: str, rates: list[float]) -> str:
@@ -114,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare-executors",
         action="store_true",
-        help="also time serial, thread pool of 2 and process pool of 2",
+        help="also time serial, thread pools of 2 and 4 and a process pool of 2",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile one serial ingest with cProfile"
     )
     parser.add_argument(
         "--reencode", action="store_true", help="also time re-encoding every JPEG (no byte copy)"
@@ -145,24 +159,39 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up (page cache, imports, pool start-up paths, TF graph building).
         time_ingest(photos, executor=args.executor, workers=args.workers, keep_clean_jpeg=True)
         time_keras(photos, args.image_size)
-        ours, theirs = [], []
+        ours, theirs, our_cpu, their_cpu = [], [], [], []
         for _ in range(args.repeats):
-            ours.append(
-                time_ingest(
-                    photos, executor=args.executor, workers=args.workers, keep_clean_jpeg=True
-                )[0]
+            rate, cpu = time_ingest(
+                photos, executor=args.executor, workers=args.workers, keep_clean_jpeg=True
             )
-            theirs.append(time_keras(photos, args.image_size)[0])
-            print(f"  ours {ours[-1]:.1f} img/s, keras {theirs[-1]:.1f} img/s", flush=True)
+            ours.append(rate)
+            our_cpu.append(cpu)
+            rate, cpu = time_keras(photos, args.image_size)
+            theirs.append(rate)
+            their_cpu.append(cpu)
+            print(
+                f"  ours {ours[-1]:.1f} img/s ({our_cpu[-1]:.2f} CPU ms/img), "
+                f"keras {theirs[-1]:.1f} img/s ({their_cpu[-1]:.2f} CPU ms/img)",
+                flush=True,
+            )
 
         extra = []
         if args.compare_executors:
-            for executor, workers in (("serial", 1), ("thread", 2), ("process", 2)):
+            for executor, workers in (("serial", 1), ("thread", 2), ("thread", 4), ("process", 2)):
                 rates = [
                     time_ingest(photos, executor=executor, workers=workers, keep_clean_jpeg=True)[0]
                     for _ in range(args.repeats)
                 ]
                 extra.append(summary(f"ingest executor={executor} workers={workers}", rates))
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.runcall(
+                time_ingest, photos, executor="serial", workers=1, keep_clean_jpeg=True
+            )
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
         if args.reencode:
             rates = [
                 time_ingest(
@@ -175,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(ours) / statistics.median(theirs)
     print(summary(f"ingest (ours, executor={args.executor})", ours))
     print(summary(f"keras image_dataset_from_directory @{args.image_size}", theirs))
+    print(
+        f"CPU per image (median, user+system): ours {statistics.median(our_cpu):.2f} ms, "
+        f"keras {statistics.median(their_cpu):.2f} ms"
+    )
+    print(f"load average at the end (contention from other processes): {os.getloadavg()}")
     for line in extra:
         print(line)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

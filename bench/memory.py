@@ -17,11 +17,14 @@ the worker decodes every image into its cache, then trains. While it runs, this 
 - ``RssFile``: peak file-backed resident pages (libraries, mapped cache files), which the
   kernel drops under memory pressure.
 
-The verdict is on peak ``RssAnon`` (what a bigger dataset would make the process really
-hold): the big run may use at most 1.3x the small run's, or at most 300 MB more. File-backed
-pages are page cache the kernel reclaims when memory is short, so they are reported, not
-judged; ``VmHWM`` is reported too, and its own growth is printed as a second, informative
-verdict line.
+Two verdicts. ``memory_anon_ratio``: peak ``RssAnon`` (what a bigger dataset would make the
+process really hold) of the big run is at most 1.3x the small run's (or, failing that,
+``memory_anon_growth``: at most 300 MB more). ``memory_peak_rss_growth``: ``VmHWM`` (what a
+person sees in ``top``) grows by at most 300 MB. 300 MB is about 2,000 cached 224x224 images
+(150 KB each): a fixed working set, while a 20,000-image cache is 3 GB, so a worker that
+held its cache (or a growing share of it) resident fails clearly. The engine unmaps cache
+pages after reading them (``core.image_cache.release_pages``), so the file-backed share stays
+flat too; before that fix ``VmHWM`` grew with the whole cache.
 
 Usage::
 
@@ -114,7 +117,10 @@ def measure(dataset_id: str, args, log: Path):
     config = TrainConfig(
         dataset=dataset_id,
         model=ModelConfig(
-            backbone=args.backbone, weights="none", image_size=224, trainable="head",
+            backbone=args.backbone,
+            weights="none",
+            image_size=224,
+            trainable="head",
             augment=augment,
         ),
         epochs=1,
@@ -140,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=None, help="big dataset (20000)")
     parser.add_argument("--small", type=int, default=None, help="small dataset (1000)")
     parser.add_argument("--backbone", default="mobilenet_v3_small")
-    parser.add_argument("--path", choices=("full", "fast"), default="full",
-                        help="full: batches from the image cache (default); fast: embeddings")
+    parser.add_argument(
+        "--path",
+        choices=("full", "fast"),
+        default="full",
+        help="full: batches from the image cache (default); fast: embeddings",
+    )
     parser.set_defaults(repeats=1)
     args = parser.parse_args(argv)
     large = args.large or (2000 if args.quick else 20000)
@@ -154,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with common.workspace(args, "bench-memory-") as tmp:
         common.banner("memory: peak RSS of a worker, big dataset vs small")
-        print(f"model {args.backbone} @ 224px, weights 'none', 1 epoch, batch {args.batch_size}, "
-              f"path {args.path}; {args.repeats} run(s) per size", flush=True)
+        print(
+            f"model {args.backbone} @ 224px, weights 'none', 1 epoch, batch {args.batch_size}, "
+            f"path {args.path}; {args.repeats} run(s) per size",
+            flush=True,
+        )
         datasets = {}
         for images in (small, large):
             source = tmp / f"images-{images}"
@@ -167,39 +180,57 @@ def main(argv: list[str] | None = None) -> int:
             datasets[images] = report.dataset_id
             print(f"ingested {report.num_images} images in {watch.seconds:.1f}s", flush=True)
         for images in (small, large):
-            peaks = {"rss": common.Series(unit="MB"), "anon": common.Series(unit="MB"),
-                     "file": common.Series(unit="MB")}
+            peaks = {
+                "rss": common.Series(unit="MB"),
+                "anon": common.Series(unit="MB"),
+                "file": common.Series(unit="MB"),
+            }
             for index in range(args.repeats):
                 memory, summary = measure(datasets[images], args, tmp / f"worker-{images}.log")
                 peaks["rss"].add(common.megabytes(memory.peak_rss))
                 peaks["anon"].add(common.megabytes(memory.peak_anon))
                 peaks["file"].add(common.megabytes(memory.peak_file))
-                print(f"  {images} images, run {index + 1}: VmHWM "
-                      f"{common.megabytes(memory.peak_rss):.0f} MB, RssAnon "
-                      f"{common.megabytes(memory.peak_anon):.0f} MB, RssFile "
-                      f"{common.megabytes(memory.peak_file):.0f} MB, ru_maxrss "
-                      f"{common.megabytes(memory.maxrss_children):.0f} MB, {memory.seconds:.0f}s "
-                      f"(cache {summary.get('cache_seconds')}s, {summary.get('num_train')} train"
-                      f" images, load {common.load_average()})", flush=True)
+                print(
+                    f"  {images} images, run {index + 1}: VmHWM "
+                    f"{common.megabytes(memory.peak_rss):.0f} MB, RssAnon "
+                    f"{common.megabytes(memory.peak_anon):.0f} MB, RssFile "
+                    f"{common.megabytes(memory.peak_file):.0f} MB, ru_maxrss "
+                    f"{common.megabytes(memory.maxrss_children):.0f} MB, {memory.seconds:.0f}s "
+                    f"(cache {summary.get('cache_seconds')}s, {summary.get('num_train')} train"
+                    f" images, load {common.load_average()})",
+                    flush=True,
+                )
             results[images] = peaks
-            rows.append([f"{images}", peaks["rss"].cell(0), peaks["anon"].cell(0),
-                         peaks["file"].cell(0)])
+            rows.append(
+                [f"{images}", peaks["rss"].cell(0), peaks["anon"].cell(0), peaks["file"].cell(0)]
+            )
 
-    print(f"\npeak memory (MB, median (min..max) over {args.repeats} run(s)); load average now "
-          f"{common.load_average()} at {time.strftime('%H:%M:%S')}")
+    print(
+        f"\npeak memory (MB, median (min..max) over {args.repeats} run(s)); load average now "
+        f"{common.load_average()} at {time.strftime('%H:%M:%S')}"
+    )
     common.print_table(["images", "VmHWM (peak RSS)", "peak RssAnon", "peak RssFile"], rows)
     anon_big, anon_small = results[large]["anon"].median, results[small]["anon"].median
     rss_big, rss_small = results[large]["rss"].median, results[small]["rss"].median
     ratio, growth = anon_big / anon_small, anon_big - anon_small
-    print(f"RssAnon: {ratio:.2f}x, +{growth:.0f} MB; VmHWM: {rss_big / rss_small:.2f}x, "
-          f"+{rss_big - rss_small:.0f} MB ({large} vs {small} images)")
+    print(
+        f"RssAnon: {ratio:.2f}x, +{growth:.0f} MB; VmHWM: {rss_big / rss_small:.2f}x, "
+        f"+{rss_big - rss_small:.0f} MB ({large} vs {small} images)"
+    )
     if ratio <= TARGET_RATIO:
         verdicts.check("memory_anon_ratio", ratio, TARGET_RATIO, at_most=True, unit="x")
     else:
-        verdicts.check("memory_anon_growth", growth, TARGET_GROWTH_MB, at_most=True,
-                       unit="MB", digits=0)
-    verdicts.check("memory_peak_rss_growth", rss_big - rss_small, TARGET_GROWTH_MB,
-                   at_most=True, unit="MB", digits=0)
+        verdicts.check(
+            "memory_anon_growth", growth, TARGET_GROWTH_MB, at_most=True, unit="MB", digits=0
+        )
+    verdicts.check(
+        "memory_peak_rss_growth",
+        rss_big - rss_small,
+        TARGET_GROWTH_MB,
+        at_most=True,
+        unit="MB",
+        digits=0,
+    )
     return verdicts.finish()
 
 

@@ -93,13 +93,22 @@ def compute_embeddings(
 
         feeder = ArrayFeeder(images, np.arange(total), np.zeros((total, 1), "float32"), batch_size)
         return np.asarray(extractor.predict(feeder, verbose=0), dtype="float32")
+    from core.image_cache import release_pages
+
     out: np.ndarray | None = None
     for start in range(0, total, batch_size):
         batch = np.asarray(images[start : start + batch_size], dtype="float32")
-        features = np.asarray(extractor.predict_on_batch(batch), dtype="float32")
+        release_pages(images)
+        rows = len(batch)
+        if rows < batch_size:
+            # A shorter last batch would trace the predict function a second time (seconds
+            # on a CPU, measured by bench/frozen.py); pad it and drop the padding's rows.
+            padding = np.zeros((batch_size - rows, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, padding])
+        features = np.asarray(extractor.predict_on_batch(batch), dtype="float32")[:rows]
         if out is None:
             out = np.empty((total, features.shape[-1]), dtype="float32")
-        out[start : start + len(batch)] = features
+        out[start : start + rows] = features
         if progress is not None:
             progress(min(start + batch_size, total), total, "Computing embeddings")
         if should_stop is not None:

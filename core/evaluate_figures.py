@@ -33,7 +33,8 @@ def confusion_figure(
         title: Figure title.
 
     Returns:
-        A Plotly figure whose points carry ``x`` = predicted and ``y`` = true label.
+        A Plotly figure: the heatmap, plus one invisible clickable marker per cell whose
+        ``x`` is the predicted and ``y`` the true label (see :func:`selected_cell`).
     """
     counts = np.asarray(matrix, dtype=float).reshape(len(labels), len(labels))
     totals = counts.sum(axis=1, keepdims=True)
@@ -46,15 +47,32 @@ def confusion_figure(
             y=labels,
             text=counts.astype(int),
             texttemplate="%{text}",
-            customdata=np.round(shares * 100, 1),
-            hovertemplate=(
-                "true <b>%{y}</b> → predicted <b>%{x}</b><br>%{text} images "
-                "(%{customdata}% of %{y})<extra></extra>"
-            ),
             colorscale="Blues",
             zmin=0,
             zmax=1,
             colorbar={"title": "share of row", "tickformat": ".0%"},
+            hoverinfo="skip",
+        )
+    )
+    # Heatmaps emit no selection events in Streamlit, so an invisible marker sits on each
+    # cell: clicking a cell selects its marker, whose x/y are (predicted, true).
+    xs = [predicted for _ in labels for predicted in labels]
+    ys = [true for true in labels for _ in labels]
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            marker={"symbol": "square", "size": 34, "color": "rgba(0,0,0,0)"},
+            customdata=np.stack([counts.ravel(), np.round(shares.ravel() * 100, 1)], axis=-1),
+            hovertemplate=(
+                "true <b>%{y}</b> → predicted <b>%{x}</b><br>%{customdata[0]} images "
+                "(%{customdata[1]}% of %{y})<br><i>click to see them</i><extra></extra>"
+            ),
+            selected={"marker": {"opacity": 1}},
+            unselected={"marker": {"opacity": 1}},
+            showlegend=False,
+            name="cells",
         )
     )
     if highlight is not None and highlight[0] in labels and highlight[1] in labels:

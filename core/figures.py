@@ -182,7 +182,7 @@ def class_counts_figure(counts: Mapping[str, Mapping[str, int]] | Any) -> go.Fig
         )
     height = max(220, 60 + 34 * len(classes))
     _layout(fig, title="Images per class", x="images", y="", height=height)
-    fig.update_layout(barmode="stack", hovermode="y unified")
+    fig.update_layout(barmode="stack", hovermode="y unified", legend_traceorder="normal")
     fig.update_yaxes(autorange="reversed")
     return fig
 

@@ -58,7 +58,7 @@ choice = st.selectbox(
     "Current dataset",
     [None, *ids],
     index=(ids.index(current) + 1) if current in ids else 0,
-    format_func=lambda i: "➕ New dataset" if i is None else names[i],
+    format_func=lambda i: "+ New dataset" if i is None else names[i],
     key=f"data_pick_{current}",
     help="Pick a dataset you made before, or start a new one below.",
 )
@@ -68,129 +68,145 @@ if choice != current:
 dataset = engine.dataset_or_error(choice)[0] if choice else None
 
 # ---- add images ------------------------------------------------------------------------
-st.subheader("Add images to this dataset" if dataset else "Create a dataset")
-tab_zip, tab_folder, tab_class, tab_cam = st.tabs(
-    [
-        ":material/folder_zip: Zip file",
-        ":material/folder: Folder",
-        ":material/label: Class by class",
-        ":material/photo_camera: Webcam",
-    ]
-)
-with tab_zip:
-    st.caption("A zip with one folder per class, e.g. `cats/…jpg`, `dogs/…jpg`.")
-    upload = st.file_uploader("Zip of class folders", type=["zip"], key="data_zip")
-    zip_name = st.text_input(
-        "Dataset name",
-        Path(upload.name).stem if upload else "",
-        key="data_zip_name",
-        placeholder="e.g. Leaves",
+if dataset:
+    adder = st.expander(
+        "Add images, or make another dataset", icon=":material/add_photo_alternate:"
     )
-    if st.button(
-        "Create dataset from zip", type="primary", disabled=upload is None, key="data_zip_go"
-    ):
-        _run_ingest(
-            ingest.ingest_zip_bytes, upload.getvalue(), name=zip_name or Path(upload.name).stem
-        )
-with tab_folder:
-    st.caption("Choose a folder that holds one sub-folder per class.")
-    folder = st.file_uploader(
-        "Folder of class folders",
-        accept_multiple_files="directory",
-        type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
-        key="data_folder",
+else:
+    st.subheader("Create a dataset")
+    adder = st.container()
+with adder:
+    tab_zip, tab_folder, tab_class, tab_cam = st.tabs(
+        [
+            ":material/folder_zip: Zip file",
+            ":material/folder: Folder",
+            ":material/label: Class by class",
+            ":material/photo_camera: Webcam",
+        ]
     )
-    groups = data_view.group_by_folder(_files(folder))
-    if folder:
+    with tab_zip:
         st.caption(
-            "Found: "
-            + (", ".join(f"**{k}** ({len(v)})" for k, v in groups.items()) or "no class folders")
+            "A zip with one folder per class, e.g. `cats/…jpg`, `dogs/…jpg`: makes a new dataset."
         )
-    folder_name = st.text_input("Dataset name", key="data_folder_name", placeholder="e.g. Leaves")
-    if st.button(
-        "Create dataset from folder", type="primary", disabled=not groups, key="data_folder_go"
-    ):
-        _run_ingest(ingest.ingest_uploads, groups, name=folder_name or "My images")
-with tab_class:
-    if dataset:
-        st.caption("Add pictures to an existing class, or type a new class name.")
-        cols = st.columns(2)
-        target = cols[0].selectbox(
-            "Class", [*dataset.classes, "➕ New class…"], key="data_add_class"
-        )
-        if target == "➕ New class…":
-            target = cols[1].text_input("New class name", key="data_add_new").strip()
-        files = st.file_uploader(
-            "Images",
-            accept_multiple_files=True,
-            key="data_add_files",
-            type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+        upload = st.file_uploader("Zip of class folders", type=["zip"], key="data_zip")
+        zip_name = st.text_input(
+            "Dataset name",
+            Path(upload.name).stem if upload else "",
+            key="data_zip_name",
+            placeholder="e.g. Leaves",
         )
         if st.button(
-            "Add images", type="primary", disabled=not (files and target), key="data_add_go"
+            "Create dataset from zip", type="primary", disabled=upload is None, key="data_zip_go"
         ):
-            _run_ingest(store.add_images, dataset.id, target, _files(files))
-    else:
-        st.caption("Name your classes, then drop the pictures of each one into its box.")
-        classes = st.session_state.setdefault("data_new_classes", ["class 1", "class 2"])
-        per_class = {}
-        for index, _ in enumerate(list(classes)):
-            cols = st.columns([1, 2])
-            classes[index] = cols[0].text_input(
-                f"Class {index + 1}", classes[index], key=f"data_cls_{index}"
+            _run_ingest(
+                ingest.ingest_zip_bytes, upload.getvalue(), name=zip_name or Path(upload.name).stem
             )
-            per_class[classes[index]] = _files(
-                cols[1].file_uploader(
-                    f"Images of class {index + 1}",
-                    accept_multiple_files=True,
-                    key=f"data_cls_files_{index}",
-                    type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
-                    label_visibility="collapsed",
+    with tab_folder:
+        st.caption("A folder that holds one sub-folder per class: makes a new dataset.")
+        folder = st.file_uploader(
+            "Folder of class folders",
+            accept_multiple_files="directory",
+            type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+            key="data_folder",
+        )
+        groups = data_view.group_by_folder(_files(folder))
+        if folder:
+            st.caption(
+                "Found: "
+                + (
+                    ", ".join(f"**{k}** ({len(v)})" for k, v in groups.items())
+                    or "no class folders"
                 )
             )
-        buttons = st.columns([1, 1, 3])
-        if buttons[0].button("Add a class", icon=":material/add:", key="data_cls_add"):
-            classes.append(f"class {len(classes) + 1}")
-            st.rerun()
-        photos = st.session_state.get("data_photos", {})
-        for label, shots in photos.items():
-            per_class.setdefault(label, []).extend(shots)
-        new_name = st.text_input("Dataset name", key="data_cls_name", placeholder="e.g. Leaves")
-        if buttons[1].button(
-            "Create dataset",
-            type="primary",
-            key="data_cls_go",
-            disabled=sum(len(v) for v in per_class.values()) == 0,
+        folder_name = st.text_input(
+            "Dataset name", key="data_folder_name", placeholder="e.g. Leaves"
+        )
+        if st.button(
+            "Create dataset from folder", type="primary", disabled=not groups, key="data_folder_go"
         ):
-            st.session_state.pop("data_photos", None)
-            _run_ingest(
-                ingest.ingest_uploads,
-                {k.strip(): v for k, v in per_class.items() if v},
-                name=new_name or "My images",
-            )
-with tab_cam:
-    st.caption("Take pictures one by one; each goes into the class you choose.")
-    cols = st.columns([2, 1])
-    known = (
-        dataset.classes if dataset else [c for c in st.session_state.get("data_new_classes", [])]
-    )
-    label = cols[1].selectbox("Into class", known, key="data_cam_class")
-    shot = cols[0].camera_input("Take a picture", key="data_cam")
-    if (
-        shot is not None
-        and label
-        and cols[1].button("Add this picture", type="primary", key="data_cam_go")
-    ):
-        name = f"webcam-{len(st.session_state.get('data_photos', {}).get(label, [])) + 1}.jpg"
+            _run_ingest(ingest.ingest_uploads, groups, name=folder_name or "My images")
+    with tab_class:
         if dataset:
-            _run_ingest(store.add_images, dataset.id, label, [(name, shot.getvalue())])
+            st.caption("Add pictures to an existing class, or type a new class name.")
+            cols = st.columns(2)
+            target = cols[0].selectbox(
+                "Class", [*dataset.classes, "+ New class…"], key="data_add_class"
+            )
+            if target == "+ New class…":
+                target = cols[1].text_input("New class name", key="data_add_new").strip()
+            files = st.file_uploader(
+                "Images",
+                accept_multiple_files=True,
+                key="data_add_files",
+                type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+            )
+            if st.button(
+                "Add images", type="primary", disabled=not (files and target), key="data_add_go"
+            ):
+                _run_ingest(store.add_images, dataset.id, target, _files(files))
         else:
-            st.session_state.setdefault("data_photos", {}).setdefault(label, []).append(
-                (name, shot.getvalue())
-            )
-            st.toast(
-                f"Kept for class '{label}'. Press Create dataset on 'Class by class' when ready."
-            )
+            st.caption("Name your classes, then drop the pictures of each one into its box.")
+            classes = st.session_state.setdefault("data_new_classes", ["class 1", "class 2"])
+            per_class = {}
+            for index, _ in enumerate(list(classes)):
+                cols = st.columns([1, 2])
+                classes[index] = cols[0].text_input(
+                    f"Class {index + 1}", classes[index], key=f"data_cls_{index}"
+                )
+                per_class[classes[index]] = _files(
+                    cols[1].file_uploader(
+                        f"Images of class {index + 1}",
+                        accept_multiple_files=True,
+                        key=f"data_cls_files_{index}",
+                        type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+                        label_visibility="collapsed",
+                    )
+                )
+            buttons = st.columns([1, 1, 3])
+            if buttons[0].button("Add a class", icon=":material/add:", key="data_cls_add"):
+                classes.append(f"class {len(classes) + 1}")
+                st.rerun()
+            photos = st.session_state.get("data_photos", {})
+            for label, shots in photos.items():
+                per_class.setdefault(label, []).extend(shots)
+            new_name = st.text_input("Dataset name", key="data_cls_name", placeholder="e.g. Leaves")
+            if buttons[1].button(
+                "Create dataset",
+                type="primary",
+                key="data_cls_go",
+                disabled=sum(len(v) for v in per_class.values()) == 0,
+            ):
+                st.session_state.pop("data_photos", None)
+                _run_ingest(
+                    ingest.ingest_uploads,
+                    {k.strip(): v for k, v in per_class.items() if v},
+                    name=new_name or "My images",
+                )
+    with tab_cam:
+        st.caption("Take pictures one by one; each goes into the class you choose.")
+        cols = st.columns([2, 1])
+        known = (
+            dataset.classes
+            if dataset
+            else [c for c in st.session_state.get("data_new_classes", [])]
+        )
+        label = cols[1].selectbox("Into class", known, key="data_cam_class")
+        shot = cols[0].camera_input("Take a picture", key="data_cam")
+        if (
+            shot is not None
+            and label
+            and cols[1].button("Add this picture", type="primary", key="data_cam_go")
+        ):
+            name = f"webcam-{len(st.session_state.get('data_photos', {}).get(label, [])) + 1}.jpg"
+            if dataset:
+                _run_ingest(store.add_images, dataset.id, label, [(name, shot.getvalue())])
+            else:
+                st.session_state.setdefault("data_photos", {}).setdefault(label, []).append(
+                    (name, shot.getvalue())
+                )
+                st.toast(
+                    f"Kept for '{label}'. Press Create dataset on 'Class by class' when ready."
+                )
 
 if st.session_state.get("data_report"):
     with st.container(border=True):

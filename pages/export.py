@@ -73,17 +73,18 @@ if record is None or bundle is None or not bundle.exists():
     st.info("Not exported in this format yet. Press the button above.", icon=":material/info:")
 else:
     with st.container(border=True):
-        cols = st.columns([1, 1, 1, 2], vertical_alignment="center")
+        cols = st.columns(3)
         agreement = record["top1_agreement"]
         cols[0].metric("Top-1 agreement", f"{agreement:.1%}", help="Same top class as the app")
         cols[1].metric("Max |Δ probability|", f"{record['max_abs_diff']:.1e}")
-        cols[2].metric("Checked on", f"{record['n']} images", help=f"from: {record['source']}")
-        cols[3].download_button(
-            f"Download {FORMAT_TITLES[fmt]} ({record['bytes'] / 1e6:.1f} MB model)",
+        cols[2].metric("Images checked", record["n"], help=f"From the {record['source']} split")
+        st.download_button(
+            f"Download {FORMAT_TITLES[fmt]} ({record['bytes'] / 1e6:.1f} MB model, zip)",
             data=partial(_read_bytes, str(bundle)),
             file_name=f"{run_dir.name}-{fmt}.zip",
             mime="application/zip",
             icon=":material/download:",
+            type="primary",
             key="export_download",
             on_click="ignore",
         )

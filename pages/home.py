@@ -14,11 +14,12 @@ SAMPLE_PER_CLASS = 60
 
 st.title("Transfer Studio")
 st.markdown(
-    "Teach a computer to recognise **your own pictures**: sort a few examples into "
-    "classes, start from a network that already knows ImageNet, and retrain only what is "
-    "needed.  \nYou watch it learn live, see exactly where it is wrong, and download a model "
-    "that runs on a phone, a server or in the browser. No code, no cloud: it all stays on "
-    "this machine."
+    ":material/photo_library: Teach a computer to recognise **your own pictures**, without "
+    "writing code.  \n"
+    ":material/school: Start from a network that already knows 1,000 kinds of objects "
+    "(ImageNet) and retrain only what your task needs.  \n"
+    ":material/insights: Watch it learn live, see where it is wrong, and download a model for "
+    "a phone, a server or the browser. Everything stays on this machine."
 )
 
 

@@ -36,6 +36,7 @@ picked = st.dataframe(
     key="runs_table",
     column_config={
         "date": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        "name": st.column_config.TextColumn(width="medium"),
         "best val accuracy": st.column_config.ProgressColumn(
             format="percent", min_value=0, max_value=1
         ),

@@ -214,6 +214,9 @@ def test_figures_and_tables():
     np.testing.assert_allclose(np.asarray(heat.z)[1], [0.25, 0.5, 0.25])
     assert np.asarray(heat.text).tolist() == matrix
     assert len(fig.layout.shapes) == 1
+    cells = fig.data[1]  # clickable markers, one per cell: x = predicted, y = true
+    assert list(zip(cells.y, cells.x, strict=True))[5] == ("cat", "dog")
+    assert [int(c[0]) for c in cells.customdata] == [n for row in matrix for n in row]
 
     bars = probability_figure({"a": 0.1, "b": 0.7, "c": 0.2}, k=2).data[0]
     assert list(bars.y) == ["c", "b"] and list(bars.x) == [0.2, 0.7]  # best on top

@@ -418,3 +418,17 @@ def test_csv_problems_are_explained(tmp_path):
     assert {"file": "1.png", "reason": "no label in a.csv"} in report.rejected
     assert any("listed twice" in warning for warning in report.warnings)
     assert any("notes.csv has no filename and label columns" in w for w in report.warnings)
+
+
+def test_worker_and_store_agree_on_the_layout(tmp_path):
+    from core import datasets, ingest_worker
+
+    assert ingest_worker.IMAGES_DIR == datasets.IMAGES_DIR
+    sha = "ab" + "0" * 62
+    assert ingest_worker.stored_name(sha) == f"images/ab/ab{'0' * 22}.jpg"
+    ingest_worker.store_image(tmp_path, sha, b"first")
+    ingest_worker.store_image(tmp_path, sha, b"second")  # already stored: never rewritten
+    assert (tmp_path / ingest_worker.stored_name(sha)).read_bytes() == b"first"
+    assert list((tmp_path / "images" / "ab").iterdir()) == [
+        tmp_path / ingest_worker.stored_name(sha)
+    ]

@@ -59,6 +59,19 @@ def _best_val(info: Any) -> float | None:
     return max(values) if values else None
 
 
+def _short_id(run_id: str) -> str:
+    # "20261124-004448-efficientnet-lite0-edab33" -> "efficientnet-lite0-edab33"
+    parts = run_id.split("-", 2)
+    return parts[2] if len(parts) == 3 and parts[0].isdigit() else run_id
+
+
+def _backbone_name(name: str) -> str:
+    from core.backbones import BACKBONES
+
+    spec = BACKBONES.get(name)
+    return spec.display_name.replace(" (offline)", "") if spec else name
+
+
 def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.DataFrame:
     """One row per run: date, name, dataset, backbone, what trained, epochs, best val, state."""
     rows = []
@@ -75,14 +88,14 @@ def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.Data
         rows.append(
             {
                 "date": pd.to_datetime(status.created or None, utc=True),
-                "name": config.get("name") or info.run_id,
+                "state": status.state,
+                "name": config.get("name") or _short_id(info.run_id),
                 "dataset": dataset_names.get(config.get("dataset", ""), config.get("dataset", "")),
-                "backbone": model.get("backbone", ""),
+                "backbone": _backbone_name(model.get("backbone", "")),
                 "size": model.get("image_size"),
                 "what trained": trainable,
                 "epochs": f"{status.epoch}/{status.total_epochs}",
                 "best val accuracy": _best_val(info),
-                "state": status.state,
                 "run id": info.run_id,
             }
         )

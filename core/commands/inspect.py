@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from core.cli import EXIT_OK, CommandError, emit_json, progress
+
+if TYPE_CHECKING:
+    from core.ingest import IngestLimits, IngestReport
 
 _PROGRESS_EVERY_S = 0.5
 
@@ -30,7 +34,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def limits_from_args(args: argparse.Namespace):
+def limits_from_args(args: argparse.Namespace) -> IngestLimits:
     """Builds :class:`core.ingest.IngestLimits` from the shared arguments."""
     from core.ingest import IngestLimits
 
@@ -56,7 +60,7 @@ class StderrProgress:
             progress(f"{self.verb}: {done}/{total} files ({percent}%)")
 
 
-def print_report(report, args: argparse.Namespace) -> None:
+def print_report(report: IngestReport, args: argparse.Namespace) -> None:
     """Prints the report: JSON on the last stdout line with ``--json``, else a summary."""
     if args.json:
         emit_json(report.to_dict())
