@@ -155,7 +155,6 @@ class LiveMetrics(keras.callbacks.Callback):
         self._epoch_start = time.monotonic()
         self._last_emit = self._epoch_start
         self._train_end = None
-        self.update_status(phase=self.phase, step=0, steps_per_epoch=self.steps_per_epoch)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = time.monotonic()
@@ -180,7 +179,8 @@ class LiveMetrics(keras.callbacks.Callback):
                 "time": time.time(),
             }
         )
-        self.update_status(step=step)
+        if step != self.steps_per_epoch:  # the epoch's end writes the status anyway
+            self.update_status(step=step, steps_per_epoch=self.steps_per_epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.monotonic()
@@ -279,30 +279,41 @@ def is_better(candidate: dict[str, float | None], best: dict[str, float | None] 
 
 
 class BestModelSaver(keras.callbacks.Callback):
-    """Saves ``save(epoch, metrics)`` whenever validation improves; remembers the best.
+    """Keeps the best epoch's weights and saves them with ``save(epoch, metrics)``.
 
-    The best epoch and its metrics are kept in ``state_path`` (JSON) so a resumed run
-    compares against the best of the earlier sessions.
+    On an improvement the weights of ``model`` are copied in memory; they are written
+    (model file plus ``state_path``) at once when the last write is older than
+    ``min_interval`` seconds, otherwise at the next :meth:`flush`. The caller flushes at
+    the end of every ``fit``, also when it ends by an exception (cancel, NaN), so the best
+    model so far is always on disk when a run stops; a ``kill -9`` loses at most
+    ``min_interval`` seconds of improvements, and ``state_path`` always describes the model
+    file. Writing a whole model after every one of hundreds of sub-second head-only epochs
+    would otherwise cost more than the training.
 
     Args:
-        save: Writes the model (called with the 1-based epoch and its metrics).
-        state_path: Where the best epoch's metrics are kept between sessions.
-        keep_weights: Model whose weights are copied in memory at each improvement (for
-            restore-best at the end); None to skip.
+        save: Writes ``model`` as the run's model (called with the 1-based epoch and its
+            metrics, while ``model`` holds the best weights).
+        state_path: Where the saved epoch's metrics are kept between sessions.
+        model: The full model whose weights are kept and saved.
+        min_interval: Least seconds between two writes.
     """
 
     def __init__(
         self,
         save: Callable[[int, dict[str, Any]], None],
         state_path: Path,
-        keep_weights: keras.Model | None = None,
+        model: keras.Model,
+        min_interval: float = 20.0,
     ) -> None:
         super().__init__()
         self.save = save
         self.state_path = Path(state_path)
-        self.keep_weights = keep_weights
+        self.full_model = model
+        self.min_interval = min_interval
         self.best_weights: list | None = None
         self.best: dict[str, Any] | None = None
+        self._pending = False
+        self._last_write = -float("inf")
         if self.state_path.is_file():
             self.best = json.loads(self.state_path.read_text())
 
@@ -317,10 +328,24 @@ class BestModelSaver(keras.callbacks.Callback):
         }
         if not is_better(metrics, self.best):
             return
-        self.save(epoch + 1, metrics)
         self.best = metrics
+        self.best_weights = self.full_model.get_weights()
+        self._pending = True
+        if time.monotonic() - self._last_write >= self.min_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes the best weights kept in memory, if they are not on disk yet."""
+        if not self._pending or self.best is None or self.best_weights is None:
+            return
+        current = self.full_model.get_weights()
+        self.full_model.set_weights(self.best_weights)
+        try:
+            self.save(int(self.best["epoch"]), self.best)
+        finally:
+            self.full_model.set_weights(current)
         from core.atomic import atomic_write_json
 
-        atomic_write_json(self.state_path, metrics)
-        if self.keep_weights is not None:
-            self.best_weights = self.keep_weights.get_weights()
+        atomic_write_json(self.state_path, self.best)
+        self._pending = False
+        self._last_write = time.monotonic()

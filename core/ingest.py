@@ -556,11 +556,23 @@ def _make_executor(
         size = workers or min(8, 2 * cores)
         pool = futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="ingest")
         return pool, 1, 4 * size
-    # Spawned processes import only core.ingest_worker (Pillow + numpy): quick to start.
+    # Workers come from a fork server: a clean single-threaded process (safe to fork even
+    # when this process runs threads, unlike plain fork) started once and preloaded with
+    # core.ingest_worker (Pillow + numpy only), so later pools start in milliseconds.
     # Files travel in batches so one pickling round trip serves several images.
     size = workers or cores
-    context = multiprocessing.get_context("spawn")
-    return futures.ProcessPoolExecutor(max_workers=size, mp_context=context), 8, 2 * size
+    pool = futures.ProcessPoolExecutor(max_workers=size, mp_context=_process_context())
+    return pool, 8, 2 * size
+
+
+@functools.cache
+def _process_context() -> multiprocessing.context.BaseContext:
+    """The fork-server context where available (POSIX), else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["core.ingest_worker"])
+    return context
 
 
 def _process(
@@ -572,11 +584,13 @@ def _process(
     workers: int | None,
     executor: str,
     seen: dict[str, _Seen] | None = None,
+    live: bool = False,
 ) -> _Outcome:
     """Reads, deduplicates, validates and (when ``dataset_dir`` is set) stores every item.
 
     Results are consumed in submission order, so "the first copy is kept" means the first
-    in the source's order however the pool schedules the work.
+    in the source's order however the pool schedules the work. ``live`` means
+    ``dataset_dir`` is a published dataset (files are then written atomically).
     """
     outcome = _Outcome()
     seen = {} if seen is None else seen
@@ -619,7 +633,7 @@ def _process(
                         tracker.step(item.file)
                         continue
                 batch_items.append(item)
-                batch_tasks.append((source, limits.max_file_bytes, target, options))
+                batch_tasks.append((source, limits.max_file_bytes, target, live, options))
                 if len(batch_items) >= batch_size:
                     submit()
                 while len(pending) >= in_flight:
@@ -912,6 +926,11 @@ def _run(
         if store:
             raise DatasetError(report.error, report) from error
         return report
+    except OSError as error:  # disk full, permissions: nothing is kept, say why
+        if not store:
+            raise
+        report.error = f"Could not write the dataset: {error}"
+        raise DatasetError(report.error, report) from error
     finally:
         if archive is not None:
             archive.close()
@@ -1239,6 +1258,7 @@ def add_to_dataset(
             workers=None,
             executor="auto",
             seen=seen,
+            live=True,
         )
         new_rows = pd.DataFrame(outcome.rows, columns=datasets.MANIFEST_COLUMNS)
         new_rows["source"] = source.name

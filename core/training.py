@@ -265,7 +265,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
         atomic_write_bytes(folder / LABELS_FILE, ("\n".join(classes) + "\n").encode())
 
     best_state = checkpoints / "best.json"
-    saver = BestModelSaver(save_full, best_state, keep_weights=model)
+    saver = BestModelSaver(save_full, best_state, model)
     phases = plan_phases(config)
     epochs_done = 0
     throughput: list[tuple[int, float]] = []  # (images trained, seconds incl. embedding)
@@ -401,13 +401,17 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
                 "time": time.time(),
             }
         )
-        history = fit_model.fit(
-            **data,
-            epochs=end_epoch,
-            initial_epoch=first_epoch,
-            callbacks=callbacks,
-            verbose=0,
-        )
+        try:
+            history = fit_model.fit(
+                **data,
+                epochs=end_epoch,
+                initial_epoch=first_epoch,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        finally:
+            # Cancelled, diverged or done: the best model so far goes to disk now.
+            saver.flush()
         ran = len(history.history.get("loss", []))
         # EarlyStopping may end the phase early; the backup knows the last epoch done.
         epochs_done = first_epoch + ran

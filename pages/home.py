@@ -78,7 +78,7 @@ def _steps() -> list[tuple[bool, str, str, str]]:
 
 
 left, right = st.columns([3, 2], gap="large")
-with left:
+with left, st.container(border=True):
     st.subheader("Your steps")
     steps = _steps()
     next_step = next((i for i, step in enumerate(steps) if not step[0]), None)

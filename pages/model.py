@@ -156,6 +156,7 @@ if policy == "top":
         key=f"model_top_{backbone}",
     )
     trainable = f"top:{top}"
+diagram_slot = st.container()  # filled below, once the head is known
 
 # ---- 3. head ---------------------------------------------------------------------------
 st.subheader("3 · Head")
@@ -193,9 +194,11 @@ tables = model_view.block_tables(
     backbone, size, pooling, (units,) if units else (), max(n_classes, 2)
 )
 blocks, params = tables.get(trainable, tables["all"])
-d = st.columns([3, 1], vertical_alignment="center")
+d = diagram_slot.columns([3, 1], vertical_alignment="center")
 d[0].plotly_chart(
-    block_diagram_figure(blocks, title=f"{spec.display_name}: blue blocks train, grey are frozen"),
+    block_diagram_figure(
+        blocks, title=f"{spec.display_name}: grey blocks stay frozen, coloured ones learn"
+    ),
     key="model_diagram",
 )
 with d[1]:

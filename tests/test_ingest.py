@@ -432,3 +432,17 @@ def test_worker_and_store_agree_on_the_layout(tmp_path):
     assert list((tmp_path / "images" / "ab").iterdir()) == [
         tmp_path / ingest_worker.stored_name(sha)
     ]
+
+
+def test_a_write_failure_is_a_clear_refusal_and_leaves_nothing(tmp_path, workspace, monkeypatch):
+    from core import ingest_worker
+
+    src = class_folders(tmp_path / "src", {"a": 3, "b": 3})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ingest_worker, "_write", disk_full)
+    with pytest.raises(DatasetError, match="Could not write the dataset: .*No space left"):
+        ingest_path(src, name="full", executor="serial")
+    assert list_datasets() == [] and no_staging_left()

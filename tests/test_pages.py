@@ -29,6 +29,12 @@ EVAL_PAGES = [
 TIMEOUT = 180
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test touches the network: the weights server is a refused local port."""
+    monkeypatch.setenv("TRANSFER_STUDIO_WEIGHTS_MIRROR", "http://127.0.0.1:9")
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """A workspace holding a tiny dataset and a finished run; returns (home, ids)."""
@@ -231,3 +237,143 @@ def test_model_page_switches_policy_and_counts_parameters(ready):
     everything = [m for m in at.metric if m.label == "Trainable parameters"][0].value
     assert int(everything.replace(",", "")) > int(frozen_head.replace(",", ""))
     assert at.session_state["model_config"].trainable == "all"
+
+
+def test_model_page_offers_alternatives_when_weights_cannot_download(ready):
+    from core import weights
+
+    weights.reset_probe_cache()
+    at = app_on("model", dataset_id=ready["dataset_id"])
+    names = list(at.dataframe[0].value["backbone"])
+    at.session_state["model_table"] = {
+        "selection": {"rows": [names.index("MobileNetV2")], "columns": []}
+    }
+    at.run()
+    no_exception(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert "cannot be downloaded" in warning and "offline backbone" in warning
+    at.button(key="model_use_offline").click()
+    at.run()
+    no_exception(at)
+    assert at.session_state["model_config"].backbone == "efficientnet_lite0"
+
+
+def test_model_page_previews_augmentation_on_the_users_images(ready):
+    at = app_on("model", dataset_id=ready["dataset_id"])
+    at.toggle(key="model_aug_on").set_value(True)
+    at.run()
+    no_exception(at)
+    assert at.session_state["model_config"].augment.enabled
+    rows = [image for image in at.image if "original" in image.captions]
+    assert len(rows) == 3  # one row per class sample: the original and 3 augmented copies
+    assert all(len(row.value) == 4 for row in rows)
+
+
+def _jpeg(label: str, tmp_path: Path, count: int) -> list[tuple[str, bytes]]:
+    folder = write_class_folders(tmp_path / label, {label: count}, size=(40, 40))
+    return [(path.name, path.read_bytes()) for path in sorted(folder.rglob("*.jpg"))]
+
+
+def test_data_page_ingests_a_folder_upload(tmp_path):
+    at = app_on("data")
+    files = [
+        (f"holiday/{label}/{name}", data, "image/jpeg")
+        for label in ("cats", "dogs")
+        for name, data in _jpeg(label, tmp_path, 8)
+    ]
+    at.file_uploader(key="data_folder").set_value(files)
+    at.run()
+    at.text_input(key="data_folder_name").input("Pets")
+    at.button(key="data_folder_go").click()
+    at.run()
+    no_exception(at)
+    from core.datasets import load_dataset
+
+    dataset = load_dataset(at.session_state["dataset_id"])
+    assert dataset.name == "Pets" and dataset.classes == ["cats", "dogs"]
+
+
+def test_data_page_builds_a_dataset_class_by_class(tmp_path):
+    at = app_on("data")
+    at.text_input(key="data_cls_0").input("red")
+    at.text_input(key="data_cls_1").input("blue")
+    at.run()
+    at.file_uploader(key="data_cls_files_0").set_value(
+        [(n, d, "image/jpeg") for n, d in _jpeg("red", tmp_path, 8)]
+    )
+    at.file_uploader(key="data_cls_files_1").set_value(
+        [(n, d, "image/jpeg") for n, d in _jpeg("blue", tmp_path, 8)]
+    )
+    at.run()
+    at.button(key="data_cls_go").click()
+    at.run()
+    no_exception(at)
+    from core.datasets import load_dataset
+
+    dataset = load_dataset(at.session_state["dataset_id"])
+    assert dataset.classes == ["blue", "red"] and len(dataset.manifest) == 16
+
+
+def test_data_page_adds_a_webcam_picture_renames_and_resplits(ready, tmp_path):
+    from core.datasets import load_dataset
+
+    at = app_on("data", dataset_id=ready["dataset_id"])
+    at.selectbox(key="data_cam_class").set_value("star")
+    at.camera_input(key="data_cam").upload(_jpeg("star", tmp_path, 13)[-1][1])
+    at.run()
+    at.button(key="data_cam_go").click()
+    at.run()
+    no_exception(at)
+    assert int(load_dataset(ready["dataset_id"]).counts().loc["star", "total"]) == 13
+
+    at.selectbox(key="data_rename_old").set_value("square")
+    at.text_input(key="data_rename_new").input("box")
+    at.run()
+    at.button(key="data_rename_go").click()
+    at.run()
+    no_exception(at)
+    assert "box" in load_dataset(ready["dataset_id"]).classes
+
+    at.slider(key="data_test").set_value(0.0)
+    at.button(key="data_split").click()
+    at.run()
+    no_exception(at)
+    dataset = load_dataset(ready["dataset_id"])
+    assert dataset.test_fraction == 0.0 and int(dataset.counts()["test"].sum()) == 0
+
+
+def _set_status(workspace: Path, run_id: str, **changes) -> None:
+    path = workspace / "runs" / run_id / "status.json"
+    status = json.loads(path.read_text())
+    status.update(changes)
+    path.write_text(json.dumps(status))
+
+
+def test_train_page_explains_a_failed_run(ready, workspace):
+    message = "Loss became NaN at epoch 2, step 3; lower the learning rate."
+    _set_status(workspace, ready["run_id"], state="failed", message=message)
+    at = app_on("train", dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    assert any(message in e.value for e in at.error)
+    assert any("What to try" in m.value and "learning rate" in m.value for m in at.markdown)
+    assert at.button(key="train_resume")
+
+
+def test_train_page_offers_resume_for_an_interrupted_run(ready, workspace):
+    # A run that says "running" but whose worker is gone reads as interrupted.
+    _set_status(workspace, ready["run_id"], state="running", pid=2**22 + 12345)
+    at = app_on("train", dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    assert any("interrupted" in m.value for m in at.markdown)
+    assert at.button(key="train_resume").label == "Resume this run"
+
+
+def test_runs_page_opens_a_run_in_train(ready):
+    at = app_on("runs")
+    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    at.button(key="runs_open_train").click()
+    at.run()
+    no_exception(at)
+    assert at.session_state["run_id"] == ready["run_id"]
+    assert at.title[0].value == "Train"

@@ -65,12 +65,10 @@ def status_or_error(run_id: str) -> tuple[Any | None, str]:
 
 def backbone_title(name: str) -> str:
     """The display name of a registered backbone (its registry name if unknown)."""
-    try:
-        from core.backbones import get_backbone
+    from core.backbones import BACKBONES
 
-        return get_backbone(name).display_name
-    except (ImportError, KeyError, ValueError):
-        return name
+    spec = BACKBONES.get(name)
+    return spec.display_name if spec else name
 
 
 def run_folder(run_id: str) -> Path:
