@@ -265,6 +265,11 @@ st.caption(
     "The model learns from *train*, is tuned on *validation*, and is judged once on *test*, "
     "images it never saw. The split is stratified: each class is cut the same way."
 )
+totals = dataset.counts()[["train", "val", "test"]].sum()
+st.markdown(
+    f"Now: **{totals['train']}** train · **{totals['val']}** validation · "
+    f"**{totals['test']}** test images (per class in the table above)."
+)
 cols = st.columns(4, vertical_alignment="bottom")
 val = cols[0].slider("Validation share", 0.05, 0.4, dataset.val_fraction, 0.05, key="data_val")
 test = cols[1].slider("Test share", 0.0, 0.4, dataset.test_fraction, 0.05, key="data_test")

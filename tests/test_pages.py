@@ -270,7 +270,8 @@ def test_model_page_previews_augmentation_on_the_users_images(ready):
 
 
 def _jpeg(label: str, tmp_path: Path, count: int) -> list[tuple[str, bytes]]:
-    folder = write_class_folders(tmp_path / label, {label: count}, size=(40, 40))
+    seed = sum(map(ord, label))  # different pictures for every class
+    folder = write_class_folders(tmp_path / label, {label: count}, size=(40, 40), seed=seed)
     return [(path.name, path.read_bytes()) for path in sorted(folder.rglob("*.jpg"))]
 
 
@@ -287,6 +288,7 @@ def test_data_page_ingests_a_folder_upload(tmp_path):
     at.button(key="data_folder_go").click()
     at.run()
     no_exception(at)
+    assert at.session_state["dataset_id"], at.session_state["data_report"]
     from core.datasets import load_dataset
 
     dataset = load_dataset(at.session_state["dataset_id"])
@@ -308,6 +310,7 @@ def test_data_page_builds_a_dataset_class_by_class(tmp_path):
     at.button(key="data_cls_go").click()
     at.run()
     no_exception(at)
+    assert at.session_state["dataset_id"], at.session_state["data_report"]
     from core.datasets import load_dataset
 
     dataset = load_dataset(at.session_state["dataset_id"])
@@ -319,7 +322,7 @@ def test_data_page_adds_a_webcam_picture_renames_and_resplits(ready, tmp_path):
 
     at = app_on("data", dataset_id=ready["dataset_id"])
     at.selectbox(key="data_cam_class").set_value("star")
-    at.camera_input(key="data_cam").upload(_jpeg("star", tmp_path, 13)[-1][1])
+    at.camera_input(key="data_cam").upload("photo.jpg", _jpeg("star", tmp_path, 13)[-1][1])
     at.run()
     at.button(key="data_cam_go").click()
     at.run()

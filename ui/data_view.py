@@ -154,7 +154,7 @@ def browser(dataset: Any) -> tuple[list[str], str]:
                 st.image(thumbnail(str(path), path.stat().st_mtime), width="stretch")
             except OSError as error:
                 st.caption(f"cannot show: {error}")
-            caption = f"{PurePosixPath(str(row.original_name)).name[:16]} · {row.split}"
+            caption = f"{PurePosixPath(str(row.original_name)).stem[:16]} · {row.split}"
             if st.checkbox(caption, key=f"data_sel_{row.image}"):
                 selected.append(row.image)
     return selected, label

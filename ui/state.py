@@ -61,17 +61,19 @@ def init_state() -> None:
     if from_url and from_url != st.session_state["run_id"]:
         st.session_state["run_id"] = from_url
         if st.session_state["dataset_id"] is None:
-            st.session_state["dataset_id"] = _dataset_of_run(from_url)
+            _adopt_run_settings(from_url)
 
 
-def _dataset_of_run(run_id: str) -> str | None:
-    """The dataset a run trained on, so a fresh tab opened on ``?run=`` shows it too."""
+def _adopt_run_settings(run_id: str) -> None:
+    """A fresh tab opened on ``?run=`` also gets the run's dataset and model choice."""
     from core.runs import read_config, run_dir
 
     try:
-        return read_config(run_dir(run_id)).dataset
+        config = read_config(run_dir(run_id))
     except (FileNotFoundError, ValueError):
-        return None
+        return  # the Train page says why the run cannot be shown
+    st.session_state["dataset_id"] = config.dataset
+    st.session_state["model_config"] = config.model
 
 
 def set_dataset(dataset_id: str | None) -> None:
