@@ -562,7 +562,7 @@ def _make_executor(
     # Files travel in batches so one pickling round trip serves several images.
     size = workers or cores
     pool = futures.ProcessPoolExecutor(max_workers=size, mp_context=_process_context())
-    return pool, 8, 2 * size
+    return pool, 8, 3 * size
 
 
 @functools.cache

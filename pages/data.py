@@ -106,7 +106,7 @@ with adder:
         folder = st.file_uploader(
             "Folder of class folders",
             accept_multiple_files="directory",
-            type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+            type=data_view.IMAGE_TYPES,
             key="data_folder",
         )
         groups = data_view.group_by_folder(_files(folder))
@@ -138,58 +138,20 @@ with adder:
                 "Images",
                 accept_multiple_files=True,
                 key="data_add_files",
-                type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+                type=data_view.IMAGE_TYPES,
             )
             if st.button(
                 "Add images", type="primary", disabled=not (files and target), key="data_add_go"
             ):
                 _run_ingest(store.add_images, dataset.id, target, _files(files))
         else:
-            st.caption("Name your classes, then drop the pictures of each one into its box.")
-            classes = st.session_state.setdefault("data_new_classes", ["class 1", "class 2"])
-            per_class = {}
-            for index, _ in enumerate(list(classes)):
-                cols = st.columns([1, 2])
-                classes[index] = cols[0].text_input(
-                    f"Class {index + 1}", classes[index], key=f"data_cls_{index}"
-                )
-                per_class[classes[index]] = _files(
-                    cols[1].file_uploader(
-                        f"Images of class {index + 1}",
-                        accept_multiple_files=True,
-                        key=f"data_cls_files_{index}",
-                        type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
-                        label_visibility="collapsed",
-                    )
-                )
-            buttons = st.columns([1, 1, 3])
-            if buttons[0].button("Add a class", icon=":material/add:", key="data_cls_add"):
-                classes.append(f"class {len(classes) + 1}")
-                st.rerun()
-            photos = st.session_state.get("data_photos", {})
-            for label, shots in photos.items():
-                per_class.setdefault(label, []).extend(shots)
-            new_name = st.text_input("Dataset name", key="data_cls_name", placeholder="e.g. Leaves")
-            if buttons[1].button(
-                "Create dataset",
-                type="primary",
-                key="data_cls_go",
-                disabled=sum(len(v) for v in per_class.values()) == 0,
-            ):
-                st.session_state.pop("data_photos", None)
-                _run_ingest(
-                    ingest.ingest_uploads,
-                    {k.strip(): v for k, v in per_class.items() if v},
-                    name=new_name or "My images",
-                )
+            created = data_view.class_by_class_form()
+            if created is not None:
+                _run_ingest(ingest.ingest_uploads, created[0], name=created[1])
     with tab_cam:
         st.caption("Take pictures one by one; each goes into the class you choose.")
         cols = st.columns([2, 1])
-        known = (
-            dataset.classes
-            if dataset
-            else [c for c in st.session_state.get("data_new_classes", [])]
-        )
+        known = dataset.classes if dataset else st.session_state.get("data_new_classes", [])
         label = cols[1].selectbox("Into class", known, key="data_cam_class")
         shot = cols[0].camera_input("Take a picture", key="data_cam")
         if (

@@ -46,6 +46,47 @@ def group_by_folder(
     return groups
 
 
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+
+
+def class_by_class_form() -> tuple[dict[str, list[tuple[str, bytes]]], str] | None:
+    """Class names with one uploader each (plus kept webcam shots) for a new dataset.
+
+    Returns:
+        ``(files by class, dataset name)`` when the user presses Create dataset, else None.
+    """
+    st.caption("Name your classes, then drop the pictures of each one into its box.")
+    classes = st.session_state.setdefault("data_new_classes", ["class 1", "class 2"])
+    per_class: dict[str, list[tuple[str, bytes]]] = {}
+    for index in range(len(classes)):
+        cols = st.columns([1, 2])
+        classes[index] = cols[0].text_input(
+            f"Class {index + 1}", classes[index], key=f"data_cls_{index}"
+        )
+        uploads = cols[1].file_uploader(
+            f"Images of class {index + 1}",
+            accept_multiple_files=True,
+            key=f"data_cls_files_{index}",
+            type=IMAGE_TYPES,
+            label_visibility="collapsed",
+        )
+        per_class.setdefault(classes[index].strip(), []).extend(
+            (f.name, f.getvalue()) for f in uploads or []
+        )
+    for label, shots in st.session_state.get("data_photos", {}).items():
+        per_class.setdefault(label.strip(), []).extend(shots)
+    name = st.text_input("Dataset name", key="data_cls_name", placeholder="e.g. Leaves")
+    buttons = st.columns([1, 1, 3])
+    if buttons[0].button("Add a class", icon=":material/add:", key="data_cls_add"):
+        classes.append(f"class {len(classes) + 1}")
+        st.rerun()
+    ready = {label: files for label, files in per_class.items() if label and files}
+    if buttons[1].button("Create dataset", type="primary", key="data_cls_go", disabled=not ready):
+        st.session_state.pop("data_photos", None)
+        return ready, name.strip() or "My images"
+    return None
+
+
 def imbalance_message(counts: Mapping[str, int]) -> str | None:
     """A warning when the largest class has over 3x the images of the smallest."""
     if len(counts) < 2:
