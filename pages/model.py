@@ -7,6 +7,7 @@ from core.config import FLIPS, POOLINGS, AugmentConfig, ModelConfig, parse_train
 from core.figures import block_diagram_figure
 from ui import engine, model_view
 from ui.devices import device_info
+from ui.labels import trainable_phrase
 from ui.state import model_config, set_model_config
 
 st.title("Model")
@@ -239,8 +240,10 @@ if on:
     if dataset is not None and augment.enabled:
         sample = dataset.frame("train").groupby("label").head(1).head(3)
         paths = tuple(str(dataset.dir / p) for p in sample["image"])
-        for row in model_view.preview(paths, augment):
-            st.image(row, width=128, caption=["original", "augmented", "augmented", "augmented"])
+        grid = st.columns(12, gap="small")
+        for i, row in enumerate(model_view.preview(paths, augment)):
+            for k, image in enumerate(row):
+                grid[4 * i + k].image(image, caption="original" if k == 0 else f"random {k}")
     elif dataset is None:
         st.caption("Choose a dataset to see these changes on your own images.")
 
@@ -262,7 +265,7 @@ set_model_config(config)
 st.divider()
 done = st.columns([3, 1], vertical_alignment="center")
 weights_word = {"imagenet": "ImageNet", "file": "your", "none": "random"}[source]
-extent = f" ({trainable[4:]} blocks)" if policy == "top" else ""
+extent = f" ({trainable_phrase(trainable).split(' +')[0]})" if policy == "top" else ""
 done[0].success(
     f"**{spec.display_name}** at {size} px, {weights_word} weights, "
     f"{labels[policy].lower()}{extent}. Saved for the Train page.",

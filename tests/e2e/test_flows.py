@@ -30,6 +30,13 @@ def nav(page, title: str) -> None:
     page.get_by_role("heading", name=title, exact=True).first.wait_for()
 
 
+CONTENT_HEIGHT = (
+    "() => Math.max(...Array.from(document.querySelectorAll("
+    '\'[data-testid="stMain"], [data-testid="stAppViewContainer"]\'))'
+    ".map(e => e.scrollHeight))"
+)
+
+
 def shot(page, screenshots: Path, name: str) -> None:
     """Saves a screenshot of the whole page once the app is idle.
 
@@ -38,18 +45,17 @@ def shot(page, screenshots: Path, name: str) -> None:
     """
     wait_idle(page)
     size = page.viewport_size
-    height = page.evaluate(
-        "() => Math.max(...Array.from(document.querySelectorAll("
-        '\'[data-testid="stMain"], [data-testid="stAppViewContainer"]\'))'
-        ".map(e => e.scrollHeight))"
-    )
-    page.set_viewport_size({"width": size["width"], "height": min(max(height, 900), 6000)})
-    page.wait_for_function(
-        "() => Array.from(document.querySelectorAll('[data-testid=\"stPlotlyChart\"]'))"
-        ".every(chart => chart.querySelector('.main-svg'))",
-        timeout=30_000,
-    )
-    page.wait_for_timeout(700)
+    for _ in range(3):  # images and charts load as they come into view: grow until stable
+        height = min(max(page.evaluate(CONTENT_HEIGHT), 900), 6000)
+        if height == page.viewport_size["height"]:
+            break
+        page.set_viewport_size({"width": size["width"], "height": height})
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('[data-testid=\"stPlotlyChart\"]'))"
+            ".every(chart => chart.querySelector('.main-svg'))",
+            timeout=30_000,
+        )
+        page.wait_for_timeout(700)
     page.screenshot(path=str(screenshots / f"{name}.png"))
     page.set_viewport_size(size)
 
