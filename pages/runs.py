@@ -34,12 +34,10 @@ picked = st.dataframe(
     on_select="rerun",
     selection_mode="multi-row",
     key="runs_table",
+    placeholder="–",
     column_config={
         "date": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-        "name": st.column_config.TextColumn(width="medium"),
-        "best val accuracy": st.column_config.ProgressColumn(
-            format="percent", min_value=0, max_value=1
-        ),
+        "best val accuracy": st.column_config.NumberColumn("best val acc.", format="percent"),
     },
 )
 chosen = [runs[i] for i in (picked.selection.rows if picked is not None else [])]
