@@ -1,7 +1,5 @@
 """Transfer Studio: the router. Sets the page config, initialises state, and routes."""
 
-from pathlib import Path
-
 import streamlit as st
 
 from ui.sidebar import render_sidebar
@@ -25,12 +23,10 @@ PAGES = [
     ("pages/predict.py", "Predict", ":material/image_search:"),
     ("pages/export.py", "Export", ":material/download:"),
 ]
-HERE = Path(__file__).parent
 navigation = st.navigation(
     [
         st.Page(path, title=title, icon=icon, default=(title == "Home"))
         for path, title, icon in PAGES
-        if (HERE / path).exists()
     ]
 )
 st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")

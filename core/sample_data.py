@@ -98,7 +98,9 @@ def write_class_folders(
         The folder path.
     """
     folder = Path(folder)
-    extension = {"JPEG": ".jpg", "PNG": ".png"}.get(image_format.upper(), "." + image_format.lower())
+    extension = {"JPEG": ".jpg", "PNG": ".png"}.get(
+        image_format.upper(), "." + image_format.lower()
+    )
     for index, (label, count) in enumerate(counts.items()):
         shape = label if label in SAMPLE_CLASSES else SAMPLE_CLASSES[index % len(SAMPLE_CLASSES)]
         class_dir = folder / label

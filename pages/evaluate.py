@@ -12,7 +12,7 @@ from ui.state import set_run
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 GALLERY_PAGE = 24
-NEW_CLASS = "➕ new class…"
+NEW_CLASS = "+ new class…"
 
 st.title("Evaluate")
 st.caption(
