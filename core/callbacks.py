@@ -25,6 +25,8 @@ import keras
 
 from core.runs import CANCEL_FILE
 
+FIRST_STEP_MESSAGE = "preparing the first step (tracing and compiling the model)."
+
 
 class TrainingCancelled(Exception):
     """Raised inside training when the user asked the run to stop."""
@@ -150,16 +152,28 @@ class LiveMetrics(keras.callbacks.Callback):
         self._epoch_start = 0.0
         self._last_emit = 0.0
 
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._first_step = True
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
         self._epoch_start = time.monotonic()
         self._last_emit = self._epoch_start
         self._train_end = None
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if getattr(self, "_first_step", False):
+            # The first step of a fit traces and compiles the model: a long silence that
+            # nothing can interrupt, so say what is going on.
+            self.update_status(message=f"Training ({self.phase}): {FIRST_STEP_MESSAGE}")
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = time.monotonic()
         step = batch + 1
         self._train_end = now
+        if getattr(self, "_first_step", False):
+            self._first_step = False
+            self.update_status(message=f"Training ({self.phase}).")
         self._steps_done = step
         if now - self._last_emit < self.batch_interval and step != self.steps_per_epoch:
             return
@@ -247,11 +261,28 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 class CancelCheck(keras.callbacks.Callback):
-    """Raises :class:`TrainingCancelled` at the next batch after a cancel request."""
+    """Raises :class:`TrainingCancelled` at the next batch after a cancel request.
+
+    It also looks before ``fit`` starts and before every batch, so a request made while
+    the model was being built never waits for a first train step. A request that arrives
+    while that first step is being traced and compiled (tens of seconds for a whole
+    backbone on a CPU) is only seen when the step returns: neither a callback nor a Python
+    signal handler runs while the main thread is inside TensorFlow's C++ code, which is
+    why :func:`core.jobs.cancel_run` escalates to SIGKILL and records the cancel itself.
+    """
 
     def __init__(self, token: CancelToken) -> None:
         super().__init__()
         self.token = token
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.token.raise_if_set()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.token.raise_if_set()
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.token.raise_if_set()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.token.raise_if_set()

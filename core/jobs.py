@@ -20,10 +20,12 @@ from pathlib import Path
 import core
 from core.config import TrainConfig
 from core.runs import (
+    ACTIVE_STATES,
     CANCEL_FILE,
     CONFIG_FILE,
     WORKER_LOG,
     RunStatus,
+    _raw_status,
     create_run,
     find_run,
     now_iso,
@@ -34,14 +36,38 @@ from core.runs import (
 )
 from core.workspace import HOME_ENV, workspace_root
 
-# Worker processes this process started, so finished ones get reaped (no zombies).
-_children: list[subprocess.Popen] = []
+# Worker processes this process started and has not reaped yet (pid -> process).
+_children: dict[int, subprocess.Popen] = {}
+_children_lock = threading.Lock()
 
 
 def _reap() -> None:
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
+    """Forgets workers that ended (their reaper thread already collected them)."""
+    with _children_lock:
+        for pid, child in list(_children.items()):
+            if child.returncode is not None:
+                del _children[pid]
+
+
+def _reaper(process: subprocess.Popen) -> None:
+    # Waiting is what removes a dead child from the process table: without it a killed
+    # worker stays a zombie of the app, which still answers kill(pid, 0).
+    process.wait()
+    with _children_lock:
+        _children.pop(process.pid, None)
+
+
+def _watch(process: subprocess.Popen) -> None:
+    """Reaps ``process`` as soon as it ends, from a daemon thread of this process.
+
+    The thread never keeps the app alive; if the app exits first, the worker (its own
+    session) keeps running and is re-parented to init, which reaps it.
+    """
+    with _children_lock:
+        _children[process.pid] = process
+    threading.Thread(
+        target=_reaper, args=(process,), name=f"reap-worker-{process.pid}", daemon=True
+    ).start()
 
 
 def worker_command(folder: Path, *, resume: bool = False) -> list[str]:
@@ -87,7 +113,7 @@ def spawn_worker(folder: str | os.PathLike[str], *, resume: bool = False) -> sub
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    _children.append(process)
+    _watch(process)
     return process
 
 
@@ -132,37 +158,34 @@ def _signal(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def _mark_cancelled(folder: Path, message: str) -> RunStatus:
+def _record_cancel(folder: Path) -> RunStatus:
+    """Writes ``cancelled`` for a worker that died after a cancel request without saying so.
+
+    A worker killed while it cannot reach a cancel check (compiling its first train step,
+    stuck in a long C++ call) never writes its final state; the cancel request file in the
+    run folder is the evidence that this end was asked for.
+    """
+    raw = _raw_status(folder)
     status = read_status(folder)
-    status.state = "cancelled"
-    status.finished = now_iso()
-    status.phase = ""
-    status.message = message
-    write_status(folder, status)
+    if raw.state in ACTIVE_STATES and status.state == "cancelled":
+        status.finished = now_iso()
+        status.phase = ""
+        write_status(folder, status)
     return status
 
 
 def _escalate(folder: Path, grace_seconds: float) -> RunStatus:
+    """Waits for the worker to stop by itself, then SIGTERM, then SIGKILL; records the end."""
     status = _wait_until_inactive(folder, grace_seconds)
-    if status.state == "interrupted":
-        # The worker died before it could record the cancel (e.g. still starting up).
-        return _mark_cancelled(folder, "Cancelled before the worker had started training.")
-    if not status.active or status.pid is None:
-        return status
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if not pid_alive(status.pid):
-            break
-        _signal(status.pid, sig)
-        status = _wait_until_inactive(folder, wait)
-        if not status.active and status.state != "interrupted":
-            return status
-    status = read_status(folder)
-    if status.state in ("running", "queued", "interrupted") and not pid_alive(status.pid):
-        # The worker could not record its own end; record it for it.
-        return _mark_cancelled(
-            folder, "Cancelled: the worker did not stop by itself and was killed."
-        )
-    return status
+    if status.active and status.pid is not None:
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if not pid_alive(status.pid):
+                break
+            _signal(status.pid, sig)
+            status = _wait_until_inactive(folder, wait)
+            if not status.active:
+                break
+    return _record_cancel(folder)
 
 
 def cancel_run(

@@ -308,7 +308,12 @@ def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SE
         dead = not pid_alive(status.pid) or age > 10 * stale_after
     else:
         dead = age > stale_after
-    if dead:
+    if dead and cancel_requested(folder):
+        # Killed after a cancel request (e.g. still compiling its first step when the
+        # grace period ran out): the person asked for this end, so it is not an accident.
+        status.state = "cancelled"
+        status.message = cancelled_without_worker_message(folder, status)
+    elif dead:
         was = status.state
         status.state = "interrupted"
         status.message = (
@@ -316,6 +321,28 @@ def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SE
             f"{int(age)} s ago). Resume it to continue from the last completed epoch."
         )
     return status
+
+
+def cancelled_without_worker_message(folder: str | os.PathLike[str], status: RunStatus) -> str:
+    """The sentence for a cancelled run whose worker was stopped before it recorded its end.
+
+    Args:
+        folder: The run folder.
+        status: Its last status as the worker wrote it.
+
+    Returns:
+        What happened and what was kept.
+    """
+    folder = Path(folder)
+    best = _read_json(folder / CHECKPOINTS_DIR / "best.json")
+    kept = ""
+    if best is not None and (folder / MODEL_FILE).is_file():
+        kept = f" The best model so far (epoch {best.get('epoch')}) is kept."
+    if status.epoch == 0 and status.step == 0:
+        return "Cancelled before the first batch finished; nothing was trained yet." + kept
+    return "Cancelled: the worker did not stop by itself and was stopped." + (
+        kept or " No epoch had finished, so no model was kept."
+    )
 
 
 class MetricsReader:

@@ -248,6 +248,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
     # --- model ---------------------------------------------------------------------------
     ctx.set(phase="loading", message=f"Building {config.model.backbone}.")
     model = build_model(config.model, len(classes), progress=ctx.progress)
+    ctx.token.raise_if_set()
     model_path = folder / MODEL_FILE
 
     def save_full(epoch: int, metrics: dict[str, Any]) -> None:

@@ -7,7 +7,10 @@ import streamlit as st
 from core import datasets as store
 from core import ingest
 from ui import data_view, engine
+from ui.router import require_router
 from ui.state import set_dataset
+
+require_router()
 
 st.title("Data")
 st.caption(

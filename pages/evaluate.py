@@ -8,7 +8,10 @@ from core.evaluate import SPLITS, evaluate, most_confused
 from core.evaluate_figures import confusion_figure, per_class_frame, selected_cell
 from ui import engine
 from ui.eval_common import choose_run, explainer, open_run
+from ui.router import require_router
 from ui.state import set_run
+
+require_router()
 
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 GALLERY_PAGE = 24

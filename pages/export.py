@@ -16,6 +16,9 @@ from core.export import (
     snippet,
 )
 from ui.eval_common import choose_run, open_run
+from ui.router import require_router
+
+require_router()
 
 DESCRIPTIONS = {
     "keras": "The model as Keras saves it, labels and preprocessing inside. For Python.",

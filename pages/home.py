@@ -7,7 +7,10 @@ import streamlit as st
 from core.sample_data import SAMPLE_CLASSES, write_sample_images
 from ui import engine
 from ui.nav import link
+from ui.router import require_router
 from ui.state import set_dataset
+
+require_router()
 
 SAMPLE_NAME = "Sample shapes"
 SAMPLE_PER_CLASS = 60

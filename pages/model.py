@@ -8,7 +8,10 @@ from core.figures import block_diagram_figure
 from ui import engine, model_view
 from ui.devices import device_info
 from ui.labels import trainable_phrase
+from ui.router import require_router
 from ui.state import model_config, set_model_config
+
+require_router()
 
 st.title("Model")
 st.caption(

@@ -5,6 +5,9 @@ import streamlit as st
 from core.evaluate_figures import probability_figure
 from core.predict import predict_sources
 from ui.eval_common import choose_run, explainer, open_run
+from ui.router import require_router
+
+require_router()
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 MAX_GRADCAM = 12

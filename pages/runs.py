@@ -6,7 +6,10 @@ import streamlit as st
 from core.figures import compare_figure
 from core.runs import MetricsReader, list_runs
 from ui import engine, runs_view
+from ui.router import require_router
 from ui.state import set_run
+
+require_router()
 
 st.title("Runs")
 st.caption(

@@ -8,8 +8,11 @@ from ui import engine, run_view
 from ui.devices import device_panel
 from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
 from ui.nav import link
+from ui.router import require_router
 from ui.state import build_train_config, set_run
 from ui.train_form import hyperparameter_form
+
+require_router()
 
 st.title("Train")
 st.caption(

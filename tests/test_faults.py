@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from test_training_support import make_dataset, small_config, wait_for, worker_log
 
-from core.jobs import cancel_run, resume_run, start_run
+from core.callbacks import FIRST_STEP_MESSAGE
+from core.jobs import cancel_run, prepare_resume, resume_run, start_run
 from core.runs import (
     MetricsReader,
     create_run,
@@ -176,3 +177,77 @@ def test_kill_9_shows_interrupted_and_resume_continues_from_last_epoch(tmp_path)
     assert summary["epochs_completed"] == epochs
     assert summary["embedding_reused"] is True
     _load(folder)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False  # reaped: the process table no longer has it
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def test_cancel_while_the_first_step_compiles_ends_cancelled_and_leaves_no_zombie(tmp_path):
+    # A whole EfficientNet-Lite0 at 224 px trains from its first step, whose tracing and
+    # compilation take many seconds on a CPU; no cancel check can run meanwhile, so the
+    # escalation kills the worker. The cancel comes once the worker said it is preparing
+    # that step (after the last check before it), before any batch event.
+    dataset_id = make_dataset(tmp_path, per_class=6, size=40)
+    config = small_config(
+        dataset_id,
+        model={"backbone": "efficientnet_lite0", "image_size": 224, "trainable": "all"},
+        batch_size=4,
+        epochs=1,
+    )
+    run_id = start_run(config)
+    folder = run_dir(run_id)
+
+    def compiling():
+        status = read_status(folder)
+        assert status.active, worker_log(folder)
+        return FIRST_STEP_MESSAGE in status.message
+
+    wait_for(compiling, timeout=120, every=0.02)
+    assert not [e for e in MetricsReader(folder).all() if e["type"] == "batch"]
+    pid = read_status(folder).pid
+    status = cancel_run(run_id, grace_seconds=0.5)
+    assert status.state == "cancelled", worker_log(folder)
+    # Killed while compiling, or (on a fast machine) stopped by itself after that step.
+    assert status.message.startswith(
+        ("Cancelled before the first batch finished; nothing was trained yet", "Cancelled.")
+    ), status.message
+    assert json.loads((folder / "status.json").read_text())["state"] == "cancelled"
+    assert read_status(folder).state == "cancelled"
+    # The killed worker is reaped, not left behind as a zombie of this process.
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+    assert not _is_zombie(pid)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    # Such a run can still be resumed.
+    assert prepare_resume(run_id).name == run_id
+    assert read_status(folder).state == "queued"
+    assert not (folder / "cancel.request").exists()
+
+
+def test_dead_worker_with_a_cancel_request_reads_as_cancelled(tmp_path):
+    import subprocess
+    import sys
+
+    from core.runs import request_cancel, write_status
+
+    folder = create_run(small_config("no-such-dataset"))
+    status = read_status(folder)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    status.state, status.pid = "running", int(finished.stdout)
+    write_status(folder, status)
+    assert read_status(folder).state == "interrupted"
+    request_cancel(folder)
+    shown = read_status(folder)
+    assert shown.state == "cancelled"
+    assert shown.message.startswith("Cancelled before the first batch finished")
+    assert prepare_resume(folder.name) == folder

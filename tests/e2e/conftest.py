@@ -8,6 +8,7 @@ when ``CI=true``, where a missing browser is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -56,65 +57,80 @@ def studio_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e-workspace")
 
 
-@pytest.fixture(scope="session")
-def server(studio_home):
-    """Starts ``streamlit run app.py`` and yields its base URL once /_stcore/health answers."""
-    _require_chromium()
+@contextlib.contextmanager
+def running_server(home: Path):
+    """Runs ``streamlit run app.py`` on a free port with ``home`` as its workspace.
+
+    Yields the base URL once /_stcore/health answers; stops the server on exit.
+    """
     port = _free_port()
     env = dict(os.environ)
     env.update(
-        TRANSFER_STUDIO_HOME=str(studio_home),
+        TRANSFER_STUDIO_HOME=str(home),
         TF_CPP_MIN_LOG_LEVEL="2",
         # Never reach out: a refused local port stands in for the weights server.
         TRANSFER_STUDIO_WEIGHTS_MIRROR="http://127.0.0.1:9",
     )
-    log = open(studio_home / "server.log", "wb")  # noqa: SIM115 - closed in teardown
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--server.fileWatcherType",
-            "none",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log_path = home / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--server.fileWatcherType",
+                "none",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_health(process, url, log_path)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_health(process: subprocess.Popen, url: str, log_path: Path) -> None:
     deadline = time.monotonic() + SERVER_START_SECONDS
     while True:
         try:
             with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return
         except OSError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            text = (studio_home / "server.log").read_text(errors="replace")[-3000:]
+            text = log_path.read_text(errors="replace")[-3000:]
             pytest.fail(f"streamlit did not start on {url}:\n{text}")
         time.sleep(0.5)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+
+
+@pytest.fixture(scope="session")
+def server(studio_home):
+    """The session's app server; yields its base URL."""
+    _require_chromium()
+    with running_server(studio_home) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +163,11 @@ def screenshots() -> Path:
         shutil.rmtree(SCREENSHOTS)
     SCREENSHOTS.mkdir(parents=True)
     return SCREENSHOTS
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A brand-new app server for one test (for behaviour right after a server start)."""
+    _require_chromium()
+    with running_server(tmp_path) as url:
+        yield url
