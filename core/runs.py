@@ -338,8 +338,13 @@ def cancelled_without_worker_message(folder: str | os.PathLike[str], status: Run
     kept = ""
     if best is not None and (folder / MODEL_FILE).is_file():
         kept = f" The best model so far (epoch {best.get('epoch')}) is kept."
-    if status.epoch == 0 and status.step == 0:
-        return "Cancelled before the first batch finished; nothing was trained yet." + kept
+    events = MetricsReader(folder).all()
+    phases = [i for i, event in enumerate(events) if event.get("type") == "phase"]
+    since = events[phases[-1] :] if phases else []
+    if not any(event.get("type") == "batch" for event in since):
+        if not any(event.get("type") == "epoch" for event in events):
+            return "Cancelled before the first batch finished; nothing was trained yet."
+        return "Cancelled before the first batch of this session finished." + kept
     return "Cancelled: the worker did not stop by itself and was stopped." + (
         kept or " No epoch had finished, so no model was kept."
     )

@@ -199,15 +199,39 @@ def _completed_run(home: Path) -> str | None:
     return None
 
 
-def test_export_tflite_and_download(page, screenshots, studio_home, tmp_path):
-    if not (Path(__file__).resolve().parents[2] / "pages" / "export.py").exists():
-        pytest.skip("pages/export.py is not there yet")
-    run_id = _completed_run(studio_home)
+def _a_completed_run(page, home: Path) -> str:
+    """A completed run of the session's server, trained now through the UI if none exists."""
+    run_id = _completed_run(home)
     if run_id is None:
         load_sample(page)
         nav(page, "Train")
         run_id = start_training(page, epochs=1)
         wait_for_state(page, "completed")
+    return run_id
+
+
+def test_evaluate_and_predict_a_trained_run(page, screenshots, studio_home, tmp_path):
+    run_id = _a_completed_run(page, studio_home)
+    open_page(page, f"evaluate?run={run_id}")
+    page.get_by_role("heading", name="Evaluate", exact=True).first.wait_for()
+    page.get_by_text("Confusion matrix").first.wait_for(timeout=120_000)
+    page.get_by_text("Accuracy", exact=True).first.wait_for()
+    shot(page, screenshots, "11-evaluate")
+
+    images = write_class_folders(tmp_path / "new", {"circle": 1, "star": 1}, size=(96, 96))
+    open_page(page, f"predict?run={run_id}")
+    page.get_by_role("heading", name="Predict", exact=True).first.wait_for()
+    uploader = page.get_by_test_id("stFileUploader").first
+    uploader.locator("input[type=file]").set_input_files(
+        [str(path) for path in sorted(images.rglob("*.jpg"))]
+    )
+    page.get_by_text(re.compile(r"circle_0000\.jpg →")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"star_0000\.jpg →")).first.wait_for(timeout=120_000)
+    shot(page, screenshots, "12-predict")
+
+
+def test_export_tflite_and_download(page, screenshots, studio_home, tmp_path):
+    run_id = _a_completed_run(page, studio_home)
     open_page(page, f"export?run={run_id}")
     page.get_by_role("heading", name="Export", exact=True).first.wait_for()
     page.get_by_text("TFLite / LiteRT float32", exact=True).click()
