@@ -127,6 +127,9 @@ class LiveMetrics(keras.callbacks.Callback):
         steps_per_epoch: Steps in one epoch.
         phase: Name of the training phase written into epoch events.
         batch_interval: Least seconds between two batch events.
+        fast_path: Whether this fit trains the head on precomputed backbone features; every
+            event says so (``"fast_path"``), because its ``images_per_second`` then counts
+            feature vectors through the head, not images through the whole network.
     """
 
     def __init__(
@@ -138,8 +141,10 @@ class LiveMetrics(keras.callbacks.Callback):
         steps_per_epoch: int,
         phase: str,
         batch_interval: float = 0.3,
+        fast_path: bool = False,
     ) -> None:
         super().__init__()
+        self.fast_path = bool(fast_path)
         self.emit = emit
         self.update_status = update_status
         self.batch_size = batch_size
@@ -189,6 +194,7 @@ class LiveMetrics(keras.callbacks.Callback):
                 "loss": _clean(values.get("loss")),
                 "accuracy": _clean(values.get("accuracy")),
                 "images_per_second": round(step * self.batch_size / elapsed, 2),
+                "fast_path": self.fast_path,
                 "phase": self.phase,
                 "time": time.time(),
             }
@@ -201,7 +207,8 @@ class LiveMetrics(keras.callbacks.Callback):
         values = _floats(logs)
         train_end = getattr(self, "_train_end", None) or now
         steps = getattr(self, "_steps_done", self.steps_per_epoch)
-        self.train_seconds += train_end - self._epoch_start
+        seconds = train_end - self._epoch_start
+        self.train_seconds += seconds
         self.train_images += steps * self.batch_size
         event = {
             "type": "epoch",
@@ -212,6 +219,8 @@ class LiveMetrics(keras.callbacks.Callback):
             "val_accuracy": _clean(values.get("val_accuracy")),
             "learning_rate": current_learning_rate(self.model),
             "seconds": round(now - self._epoch_start, 4),
+            "images_per_second": round(steps * self.batch_size / seconds, 2) if seconds else None,
+            "fast_path": self.fast_path,
             "phase": self.phase,
             "time": time.time(),
         }

@@ -198,7 +198,10 @@ def cancel_run(
     """Asks a run to stop; the worker honours it at the next batch.
 
     The best model so far stays in the run folder. If the worker has not stopped after
-    ``grace_seconds``, it gets SIGTERM, then SIGKILL.
+    ``grace_seconds``, it gets SIGTERM, then SIGKILL (a worker compiling its first train
+    step cannot stop by itself); a worker that died without recording its end is then
+    recorded as ``cancelled`` here, and :func:`core.runs.read_status` shows it so even if
+    this process is gone before it could write it.
 
     Args:
         run_id: The run's id or folder.

@@ -16,11 +16,16 @@ everything survives a restart of the app::
 Events in ``metrics.jsonl``:
 
 - ``{"type": "batch", "epoch", "step", "steps", "loss", "accuracy", "images_per_second",
-  "time"}``, throttled to a few per second;
+  "fast_path", "phase", "time"}``, throttled to a few per second;
 - ``{"type": "epoch", "epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-  "learning_rate", "seconds", "phase", "time"}``;
+  "learning_rate", "seconds", "images_per_second", "fast_path", "phase", "time"}``;
 - ``{"type": "session", ...}`` when a worker starts or resumes, ``{"type": "note", "message"}``
   for warnings a person should see.
+
+``images_per_second`` counts training steps only. With ``"fast_path": true`` the head trains
+on backbone features computed once beforehand, so it counts feature vectors through the
+head (far more per second than images through the whole network); ``summary.json`` gives
+the embedding pass separately (``embedding_images_per_second``).
 
 The worker is the only writer of its folder; this module only reads (and writes the
 initial files before the worker exists).
@@ -312,7 +317,7 @@ def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SE
         # Killed after a cancel request (e.g. still compiling its first step when the
         # grace period ran out): the person asked for this end, so it is not an accident.
         status.state = "cancelled"
-        status.message = cancelled_without_worker_message(folder, status)
+        status.message = cancelled_without_worker_message(folder)
     elif dead:
         was = status.state
         status.state = "interrupted"
@@ -323,12 +328,11 @@ def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SE
     return status
 
 
-def cancelled_without_worker_message(folder: str | os.PathLike[str], status: RunStatus) -> str:
+def cancelled_without_worker_message(folder: str | os.PathLike[str]) -> str:
     """The sentence for a cancelled run whose worker was stopped before it recorded its end.
 
     Args:
         folder: The run folder.
-        status: Its last status as the worker wrote it.
 
     Returns:
         What happened and what was kept.

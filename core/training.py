@@ -269,7 +269,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
     saver = BestModelSaver(save_full, best_state, model)
     phases = plan_phases(config)
     epochs_done = 0
-    throughput: list[tuple[int, float]] = []  # (images trained, seconds incl. embedding)
+    throughput: list[tuple[int, float, bool]] = []  # (images trained, seconds, fast path)
     embedding_info: dict[str, Any] = {}
     summary["fast_path"] = False
 
@@ -287,7 +287,6 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
         ctx.set(total_epochs=end_epoch + sum(p.epochs for p in phases[phase.index :]))
         set_trainable(model, phase.trainable)
         fast = uses_fast_path(config, phase)
-        extra_seconds = 0.0
         if fast:
             ctx.set(phase="embedding", message="Computing backbone embeddings once.")
             key = embedding_key(dataset.fingerprint, config.model, config.seed)
@@ -300,11 +299,15 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
                 progress=ctx.progress,
                 should_stop=ctx.token.raise_if_set,
             )
-            extra_seconds = emb.seconds
             embedding_info = {
                 "embedding_seconds": round(emb.seconds, 3),
                 "embedding_reused": emb.reused,
                 "embedding_cache": str(emb.path),
+                # Images through the backbone per second in the one embedding pass (None
+                # when the embeddings were reused from an earlier run).
+                "embedding_images_per_second": round(len(cache.images) / emb.seconds, 2)
+                if emb.seconds and not emb.reused
+                else None,
             }
             summary.update(embedding_info)
             summary["fast_path"] = True
@@ -350,6 +353,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
             batch_size=config.batch_size,
             steps_per_epoch=steps,
             phase=phase.name,
+            fast_path=fast,
         )
         callbacks: list[keras.callbacks.Callback] = [
             # Before the backup: an epoch with a non-finite validation loss is not saved.
@@ -419,7 +423,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
         meta = _read_json(checkpoints / f"phase{phase.index}" / "training_metadata.json")
         if meta is not None:
             epochs_done = max(epochs_done, int(meta.get("epoch", 0)))
-        throughput.append((live.train_images, live.train_seconds + extra_seconds))
+        throughput.append((live.train_images, live.train_seconds, fast))
         _save_weights_atomic(model, done_weights)
         atomic_write_json(done, {"epochs_done": epochs_done, "fast_path": fast})
         ctx.set(epoch=epochs_done)
@@ -434,8 +438,10 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
         save_full(epochs_done, {"epoch": epochs_done})
     if not model_path.is_file():
         save_full(epochs_done, {"epoch": epochs_done})
-    trained_images = sum(n for n, _ in throughput)
-    trained_seconds = sum(s for _, s in throughput)
+    trained_images = sum(n for n, _, _ in throughput)
+    trained_seconds = sum(s for _, s, _ in throughput)
+    head_images = sum(n for n, _, fast in throughput if fast)
+    head_seconds = sum(s for _, s, fast in throughput if fast)
     best = saver.best or {}
     events = _epoch_metrics(folder)
     last = events[-1] if events else {}
@@ -450,8 +456,14 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
             "last_epoch_metrics": {
                 k: last.get(k) for k in ("loss", "accuracy", "val_loss", "val_accuracy")
             },
+            # Training steps only (validation and the embedding pass excluded). On the fast
+            # path these are feature vectors through the head: see head_images_per_second
+            # and embedding_images_per_second.
             "images_per_second": round(trained_images / trained_seconds, 2)
             if trained_seconds
+            else None,
+            "head_images_per_second": round(head_images / head_seconds, 2)
+            if head_seconds
             else None,
             "seconds": round(time.monotonic() - started, 3),
             "model": MODEL_FILE,

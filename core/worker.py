@@ -252,7 +252,16 @@ def _wait_for_device(status: StatusWriter, token: CancelToken) -> int:
 
 
 def _install_signal_handlers(token: CancelToken) -> dict:
-    """SIGTERM, SIGUSR1 and Ctrl-C ask for a cancel; returns the handlers they replace."""
+    """SIGTERM, SIGUSR1 and Ctrl-C ask for a cancel; returns the handlers they replace.
+
+    The handler only sets the token; the run then ends as ``cancelled`` at the next check
+    (before/after every batch, in the caching and embedding loops), saving the best model
+    so far. It does not raise: Python runs signal handlers in the main thread only between
+    bytecodes, so while TensorFlow traces, compiles or runs a step in C++ the handler waits
+    for that call to return anyway, and an exception raised at an arbitrary point could cut
+    a checkpoint or model write in half. A worker that cannot reach a check in time is
+    killed by :func:`core.jobs.cancel_run`, which records the cancel for it.
+    """
     if threading.current_thread() is not threading.main_thread():
         return {}
 

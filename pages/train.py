@@ -84,11 +84,11 @@ def _live(run_id: str, was_active: bool) -> None:
         _next_steps()
     st.progress(status.progress, text=f"Epoch {status.epoch} of {status.total_epochs}")
     best = run_view.best_val_accuracy(events)
-    speed = run_view.latest_throughput(events)
+    speed_label, speed, speed_help = run_view.throughput_metric(events)
     m = st.columns(5)
     m[0].metric("Epoch", f"{status.epoch} / {status.total_epochs}")
     m[1].metric("Best val accuracy", f"{best:.1%}" if best is not None else "–")
-    m[2].metric("Images / s", f"{speed:,.0f}" if speed else "–")
+    m[2].metric(speed_label, f"{speed:,.0f}" if speed else "–", help=speed_help)
     m[3].metric("Elapsed", run_view.format_duration(elapsed))
     m[4].metric("Time left (est.)", run_view.format_duration(eta) if status.active else "–")
     if not any(e.get("type") == "epoch" for e in events):

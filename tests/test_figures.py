@@ -151,6 +151,12 @@ def test_timing_and_advice():
     events = _history(3)
     assert run_view.best_val_accuracy(events) == pytest.approx(0.7)
     assert run_view.latest_throughput(events) == pytest.approx(43.0)
+    assert run_view.throughput_metric(events) == ("Images / s", 43.0, run_view.IMAGES_HELP)
+    events[-2]["fast_path"] = True  # the head trained on precomputed features
+    label, value, help_text = run_view.throughput_metric(events)
+    assert (label, value) == ("Images / s (features)", 43.0)
+    assert help_text.startswith("Head-only training reuses precomputed features")
+    assert run_view.throughput_metric([]) == ("Images / s", None, run_view.IMAGES_HELP)
 
 
 def status_time(iso: str) -> float:

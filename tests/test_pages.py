@@ -185,6 +185,10 @@ def test_train_page_shows_the_curves_of_a_finished_run(ready):
     assert [len(trace["x"]) for trace in loss["data"][:2]] == [2, 2]
     assert at.query_params["run"] == [ready["run_id"]] or at.query_params["run"] == ready["run_id"]
     assert any("completed" in m.value for m in at.markdown)
+    # The run trained its head on cached features: the throughput says what it counts.
+    speed = next(m for m in at.metric if m.label.startswith("Images / s"))
+    assert speed.label == "Images / s (features)"
+    assert speed.proto.help.startswith("Head-only training reuses precomputed features")
 
 
 def test_train_page_starts_a_run(ready):

@@ -91,6 +91,11 @@ def test_worker_process_run_leaves_every_file_and_streams_metrics(tmp_path):
     assert epochs[2]["learning_rate"] < 0.5 * config.learning_rate + 1e-9
     batches = [e for e in seen_while_live if e["type"] == "batch"]
     assert batches and all(e["images_per_second"] > 0 for e in batches)
+    # Head-only epochs train on cached features and every event says so; fine-tuning
+    # runs images through the network.
+    assert {e["phase"]: e["fast_path"] for e in batches} == {"head": True, "fine-tune": False}
+    assert [e["fast_path"] for e in epochs] == [True, True, False]
+    assert all(e["images_per_second"] > 0 for e in epochs)
     assert seen_while_live[-1]["type"] == "end"
 
     assert status.pid and status.epoch == 3 and status.total_epochs == 3
@@ -102,6 +107,8 @@ def test_worker_process_run_leaves_every_file_and_streams_metrics(tmp_path):
     assert summary["classes"] == ["circle", "square", "triangle"]
     assert 1 <= summary["best_epoch"] <= 3
     assert summary["images_per_second"] > 0 and summary["seconds"] > 0
+    assert summary["head_images_per_second"] > 0
+    assert summary["embedding_reused"] is False and summary["embedding_images_per_second"] > 0
     assert read_labels(folder) == summary["classes"]
 
     from core.model_io import load_model

@@ -68,6 +68,33 @@ def latest_throughput(events: Iterable[Mapping[str, Any]]) -> float | None:
     return None
 
 
+FEATURES_HELP = (
+    "Head-only training reuses precomputed features: each image went through the backbone "
+    "once, before the first epoch, and every step now trains only the head on those "
+    "feature vectors. This counts feature vectors per second, far more than images per "
+    "second through the whole network."
+)
+IMAGES_HELP = "Training images per second through the whole network (validation excluded)."
+
+
+def throughput_metric(events: Iterable[Mapping[str, Any]]) -> tuple[str, float | None, str]:
+    """Label, value and help text of the Train page's throughput metric.
+
+    On the head-only fast path the batch events count cached feature vectors, not images
+    through the backbone, and the label says so.
+
+    Returns:
+        ``(label, images_per_second or None, help)``.
+    """
+    for event in reversed(batch_events(events)):
+        value = event.get("images_per_second")
+        if value:
+            if event.get("fast_path"):
+                return "Images / s (features)", float(value), FEATURES_HELP
+            return "Images / s", float(value), IMAGES_HELP
+    return "Images / s", None, IMAGES_HELP
+
+
 def best_val_accuracy(events: Iterable[Mapping[str, Any]]) -> float | None:
     """Highest validation accuracy over the epochs so far (None before the first epoch)."""
     values = [e["val_accuracy"] for e in epoch_events(events) if e.get("val_accuracy") is not None]
