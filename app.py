@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ui.router import mark_routed
 from ui.sidebar import render_sidebar
 from ui.state import init_state
 
@@ -12,6 +13,7 @@ st.set_page_config(
     initial_sidebar_state="expanded",
 )
 init_state()
+mark_routed()
 
 PAGES = [
     ("pages/home.py", "Home", ":material/home:"),
