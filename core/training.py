@@ -12,7 +12,8 @@ and turns exceptions into final states. The phases follow fastai's ``fine_tune``
    learning rate times ``config.fine_tune_lr_mult``, recompiled.
 
 Epoch numbers run on across phases, so the UI sees one curve. Each phase keeps its own
-``BackupAndRestore`` state under ``checkpoints/phase<N>/``; a finished phase leaves
+``BackupAndRestore`` state under ``checkpoints/phase<N>/`` (written in the background by
+:class:`core.callbacks.AsyncBackupAndRestore`); a finished phase leaves
 ``checkpoints/phase<N>.done.json`` plus the full model's weights, so a resumed run skips it.
 """
 
@@ -166,6 +167,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
     import keras
 
     from core.callbacks import (
+        AsyncBackupAndRestore,
         BestModelSaver,
         CancelCheck,
         LiveMetrics,
@@ -355,15 +357,15 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
             phase=phase.name,
             fast_path=fast,
         )
+        backup = AsyncBackupAndRestore(checkpoints / f"phase{phase.index}")
         callbacks: list[keras.callbacks.Callback] = [
             # Before the backup: an epoch with a non-finite validation loss is not saved.
             NonFiniteLossGuard(),
-            # Before the events: a reader that saw epoch E can rely on the backup holding E.
-            keras.callbacks.BackupAndRestore(
-                str(checkpoints / f"phase{phase.index}"),
-                delete_checkpoint=False,
-                double_checkpoint=True,
-            ),
+            # Snapshots the epoch in memory; a background thread writes it (Keras'
+            # BackupAndRestore files, each renamed into place), so an epoch does not wait
+            # for the disk. After a kill -9 the backup may be the epoch before the last
+            # one reported; a resume repeats that one.
+            backup,
             CancelCheck(ctx.token),
             live,
             saver,
@@ -415,8 +417,12 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
                 verbose=0,
             )
         finally:
-            # Cancelled, diverged or done: the best model so far goes to disk now.
-            saver.flush()
+            # Cancelled, diverged or done: the last backup and the best model so far go
+            # to disk now.
+            try:
+                backup.flush()
+            finally:
+                saver.flush()
         ran = len(history.history.get("loss", []))
         # EarlyStopping may end the phase early; the backup knows the last epoch done.
         epochs_done = first_epoch + ran
