@@ -291,7 +291,7 @@ class Verdicts:
 
 def class_names(count: int) -> list[str]:
     """``count`` class names (the sample shapes first, then numbered variants)."""
-    from core.sample_data import SAMPLE_CLASSES
+    from core.data.sample import SAMPLE_CLASSES
 
     return [
         SAMPLE_CLASSES[i % len(SAMPLE_CLASSES)] + ("" if i < len(SAMPLE_CLASSES) else f"_{i}")
@@ -306,8 +306,8 @@ def make_dataset(
 
     Split 70/15/15 (the app's default fractions), seed 42.
     """
-    from core.ingest import ingest_path
-    from core.sample_data import write_class_folders
+    from core.data.ingest import ingest
+    from core.data.sample import write_class_folders
 
     labels = class_names(classes)
     counts = {
@@ -317,7 +317,7 @@ def make_dataset(
     source = folder / f"src-{name}-{images}"
     if not source.exists():
         write_class_folders(source, counts, size=(size, size), seed=7)
-    report = ingest_path(source, name=name)
+    report = ingest(source, name=name)
     if not report.dataset_id:
         raise RuntimeError(f"ingest of {source} made no dataset: {report.error}")
     return report.dataset_id
@@ -480,8 +480,8 @@ def split_arrays(dataset_id: str, size: int) -> SplitArrays:
     """
     import numpy as np
 
-    from core.datasets import load_dataset
-    from core.image_cache import build_image_cache
+    from core.data.image_cache import build_image_cache
+    from core.data.store import load_dataset
 
     dataset = load_dataset(dataset_id)
     classes = list(dataset.classes)
@@ -556,7 +556,7 @@ def plain_keras_fit(
     """
     import keras
 
-    from core.model import build_model
+    from core.models.transfer import build_model
 
     class EpochClock(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -602,8 +602,8 @@ def studio_run(config) -> Fit:
     Raises:
         RuntimeError: If the run did not complete.
     """
-    from core.runs import MetricsReader, create_run, read_summary
-    from core.worker import run_worker
+    from core.runs.store import MetricsReader, create_run, read_summary
+    from core.training.worker import run_worker
 
     clear_keras()
     folder = create_run(config)

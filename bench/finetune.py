@@ -2,8 +2,8 @@
 
 For each backbone, image size and trainable setting (default ``top:3`` and ``all``), on the
 same generated dataset (default 240 images, 4 classes, split 70/15/15), the same model
-(``core.model.build_model`` with that trainable setting), batch size and learning rate, in the
-same process, alternating which side goes first:
+(``core.models.transfer.build_model`` with that trainable setting), batch size and learning
+rate, in the same process, alternating which side goes first:
 
 - **Transfer Studio**: a real run (``create_run`` + ``run_worker``, what the worker process
   executes) with every callback of a real run: live metrics, cancel checks, NaN guard,

@@ -1,10 +1,10 @@
 """Benchmark 4: time from the start request to the first curve point.
 
-On the sample dataset (``core.sample_data.write_sample_images``: 4 classes x 60 images,
+On the sample dataset (``core.data.sample.write_sample_images``: 4 classes x 60 images,
 ingested once beforehand) with the default model (``TrainConfig(dataset=...)``: the
 default backbone, weights, size and head-only training), in the same run, alternating:
 
-- **Transfer Studio**: ``core.jobs.start_run(config)`` (what the Train page calls: a new
+- **Transfer Studio**: ``core.training.jobs.start_run(config)`` (what the Train page calls: a new
   worker process) until the first ``batch`` event is in the run's ``metrics.jsonl``. Each
   repeat starts cold: the image and embedding caches are deleted first, so the worker starts
   Python and TensorFlow, decodes every image, builds the model and computes the embeddings
@@ -44,7 +44,7 @@ config = json.loads(sys.argv[4])
 sys.path.insert(0, sys.argv[5])
 import keras
 from core.config import ModelConfig
-from core.model import build_model
+from core.models.transfer import build_model
 
 model_config = ModelConfig(**config)
 size = model_config.image_size
@@ -69,8 +69,8 @@ model.fit(data, epochs=1, callbacks=[FirstBatch()], verbose=0)
 
 def studio_first_point(config, timeout: float) -> dict:
     """Starts a run like the Train page does; seconds until its first batch event."""
-    from core.jobs import cancel_run, start_run
-    from core.runs import MetricsReader, read_status, read_summary, run_dir
+    from core.runs.store import MetricsReader, read_status, read_summary, run_dir
+    from core.training.jobs import cancel_run, start_run
 
     started = time.time()
     run_id = start_run(config)
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else max(1, args.repeats)
 
     from core.config import ModelConfig, TrainConfig
-    from core.ingest import ingest_path
-    from core.sample_data import write_sample_images
+    from core.data.ingest import ingest
+    from core.data.sample import write_sample_images
     from core.workspace import cache_dir
 
     verdicts = common.Verdicts()
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         common.banner("time to first curve point: start request -> first batch event")
         per_class = 12 if args.quick else args.per_class
         sample = write_sample_images(tmp / "sample", per_class=per_class)
-        report = ingest_path(sample, name="sample")
+        report = ingest(sample, name="sample")
         model = ModelConfig() if not args.backbone else ModelConfig(backbone=args.backbone)
         if args.quick:
             # CI smoke test: a tiny model, no warm-up; proves the script runs, not the target.

@@ -1,7 +1,7 @@
 """Benchmark 1: the frozen-backbone fast path vs ``model.fit`` over the full frozen model.
 
 For each backbone and image size, on the same generated dataset (default 500 images, 4
-classes, split 70/15/15), batch size, model (``core.model.build_model``, head only) and
+classes, split 70/15/15), batch size, model (``core.models.transfer.build_model``, head only) and
 number of epochs (default 10), in the same process and alternating the two sides:
 
 - **Transfer Studio**: a real run (``create_run`` + ``run_worker``, what the worker process

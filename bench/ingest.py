@@ -3,7 +3,7 @@
 Generates photo-like JPEGs (default 1,000 at 800x600, 4 classes) in a temporary folder,
 then, in one run and alternating the two so background load hits both alike, measures:
 
-- our ingest (``core.ingest.ingest_path``: read, hash, validating decode, normalise, store,
+- our ingest (``core.data.ingest.ingest``: read, hash, validating decode, normalise, store,
   split, manifest) in images per second;
 - Keras reading the same files with ``image_dataset_from_directory`` (decode + resize to
   ``--image-size``) and iterating every batch, in images per second.
@@ -36,7 +36,7 @@ TARGET_IMAGES_PER_S = 150.0
 
 
 def _generate_class(folder: str, label: str, count: int, size: tuple[int, int], seed: int) -> int:
-    from core.sample_data import write_class_folders
+    from core.data.sample import write_class_folders
 
     write_class_folders(folder, {label: count}, size=size, seed=seed)
     return count
@@ -44,7 +44,7 @@ def _generate_class(folder: str, label: str, count: int, size: tuple[int, int], 
 
 def generate(folder: Path, images: int, classes: int, size: tuple[int, int]) -> None:
     """Writes ``images`` JPEGs spread over ``classes`` class folders, using every core."""
-    from core.sample_data import SAMPLE_CLASSES
+    from core.data.sample import SAMPLE_CLASSES
 
     labels = [
         SAMPLE_CLASSES[i % len(SAMPLE_CLASSES)] + ("" if i < 4 else f"_{i}") for i in range(classes)
@@ -69,13 +69,13 @@ def cpu_seconds() -> float:
 
 def time_ingest(source: Path, *, executor: str, workers: int | None, keep_clean_jpeg: bool):
     """One ingest run; returns (images per second, CPU ms per image)."""
-    from core.datasets import delete_dataset
-    from core.ingest import IngestLimits, ingest_path
+    from core.data.ingest import IngestLimits, ingest
+    from core.data.store import delete_dataset
 
     limits = IngestLimits(keep_clean_jpeg=keep_clean_jpeg)
     cpu = cpu_seconds()
     start = time.perf_counter()
-    report = ingest_path(source, name="bench", limits=limits, executor=executor, workers=workers)
+    report = ingest(source, name="bench", limits=limits, executor=executor, workers=workers)
     elapsed = time.perf_counter() - start
     cpu = cpu_seconds() - cpu
     delete_dataset(report.dataset_id)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.perf_counter() - start:.1f}s",
                 flush=True,
             )
-        from core.ingest import available_cores
+        from core.data.ingest import available_cores
 
         print(f"cores available: {available_cores()}", flush=True)
         import keras  # imported before timing: its import is not part of reading images

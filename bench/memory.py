@@ -1,8 +1,8 @@
 """Benchmark 5: peak memory of a training worker must not grow with the dataset.
 
 Generates two datasets of 224x224 JPEGs (default 20,000 and 1,000; ``--quick``: 2,000 and
-200), ingests each, then for each runs the real worker process (``python -m core train
---config <run>/config.json --run-dir <run>``, what ``core.jobs.start_run`` launches) for one
+200), ingests each, then for each runs the real worker process (``python -m core.training
+<run>``, what ``core.training.jobs.start_run`` launches) for one
 epoch of a small model at 224x224 (default ``mobilenet_v3_small``, random weights, head
 trainable with a horizontal flip, so the normal path feeds every batch from the memory-mapped
 image cache; ``--path fast`` takes the embedding fast path instead), starting with no caches:
@@ -23,7 +23,7 @@ process really hold) of the big run is at most 1.3x the small run's (or, failing
 person sees in ``top``) grows by at most 300 MB. 300 MB is about 2,000 cached 224x224 images
 (150 KB each): a fixed working set, while a 20,000-image cache is 3 GB, so a worker that
 held its cache (or a growing share of it) resident fails clearly. The engine unmaps cache
-pages after reading them (``core.image_cache.release_pages``), so the file-backed share stays
+pages after reading them (``core.data.image_cache.release_pages``), so the file-backed share stays
 flat too; before that fix ``VmHWM`` grew with the whole cache.
 
 Usage::
@@ -62,7 +62,7 @@ def _write_images(folder: str, label: str, class_index: int, start: int, count: 
     import numpy as np
     from PIL import Image
 
-    from core.sample_data import SAMPLE_CLASSES, draw_shape
+    from core.data.sample import SAMPLE_CLASSES, draw_shape
 
     shape = SAMPLE_CLASSES[class_index % len(SAMPLE_CLASSES)]
     rng = np.random.default_rng([class_index, start])
@@ -108,8 +108,8 @@ def measure(dataset_id: str, args, log: Path):
     import shutil
 
     from core.config import AugmentConfig, ModelConfig, TrainConfig
-    from core.jobs import worker_command
-    from core.runs import create_run, read_summary
+    from core.runs.store import create_run, read_summary
+    from core.training.jobs import worker_command
     from core.workspace import HOME_ENV, cache_dir, workspace_root
 
     shutil.rmtree(cache_dir(), ignore_errors=True)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     large = args.large or (2000 if args.quick else 20000)
     small = args.small or (200 if args.quick else 1000)
 
-    from core.ingest import ingest_path
+    from core.data.ingest import ingest
 
     verdicts = common.Verdicts()
     rows = []
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = generate(source, images)
                 print(f"generated {images} 224x224 JPEGs in {seconds:.1f}s", flush=True)
             with common.Stopwatch() as watch:
-                report = ingest_path(source, name=f"memory-{images}")
+                report = ingest(source, name=f"memory-{images}")
             datasets[images] = report.dataset_id
             print(f"ingested {report.num_images} images in {watch.seconds:.1f}s", flush=True)
         for images in (small, large):

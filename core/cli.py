@@ -1,4 +1,4 @@
-"""The headless command line: ``python -m core <command> ...``.
+"""The headless command line: ``python -m core <command> ...`` or ``transfer-studio <command>``.
 
 Each command lives in its own module under ``core.commands`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``handler`` to a function
@@ -47,7 +47,7 @@ def progress(message: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Builds the top-level parser with every registered command."""
     parser = argparse.ArgumentParser(
-        prog="python -m core",
+        prog="transfer-studio",
         description="Transfer Studio engine: ingest images, train, evaluate and export models.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.atomic import atomic_write_json
+
 POOLINGS = ("avg", "max", "flatten")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -258,8 +260,6 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the config as JSON, atomically."""
-        from core.atomic import atomic_write_json
-
         atomic_write_json(path, self.to_dict())
 
     @classmethod

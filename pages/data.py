@@ -4,8 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import datasets as store
-from core import ingest
+from core.data import ingest, store
 from ui import data_view, engine
 from ui.router import require_router
 from ui.state import set_dataset
@@ -26,6 +25,11 @@ def _progress_bar():
         bar.progress(min(done / max(total, 1), 1.0), text=message or f"{done} of {total}")
 
     return bar, progress
+
+
+def _ingest_from(make_source, **kwargs):
+    """Builds the source inside the guarded call, so a bad class name is reported too."""
+    return ingest.ingest(make_source(), **kwargs)
 
 
 def _run_ingest(call, *args, **kwargs) -> None:
@@ -101,8 +105,11 @@ with adder:
         if st.button(
             "Create dataset from zip", type="primary", disabled=upload is None, key="data_zip_go"
         ):
+            data, filename = upload.getvalue(), upload.name
             _run_ingest(
-                ingest.ingest_zip_bytes, upload.getvalue(), name=zip_name or Path(upload.name).stem
+                _ingest_from,
+                lambda: ingest.ZipSource(data, filename),
+                name=zip_name or Path(filename).stem,
             )
     with tab_folder:
         st.caption("A folder that holds one sub-folder per class: makes a new dataset.")
@@ -127,7 +134,11 @@ with adder:
         if st.button(
             "Create dataset from folder", type="primary", disabled=not groups, key="data_folder_go"
         ):
-            _run_ingest(ingest.ingest_uploads, groups, name=folder_name or "My images")
+            _run_ingest(
+                _ingest_from,
+                lambda: ingest.UploadSource(groups),
+                name=folder_name or "My images",
+            )
     with tab_class:
         if dataset:
             st.caption("Add pictures to an existing class, or type a new class name.")
@@ -146,11 +157,11 @@ with adder:
             if st.button(
                 "Add images", type="primary", disabled=not (files and target), key="data_add_go"
             ):
-                _run_ingest(store.add_images, dataset.id, target, _files(files))
+                _run_ingest(ingest.add_images, dataset.id, target, _files(files))
         else:
             created = data_view.class_by_class_form()
             if created is not None:
-                _run_ingest(ingest.ingest_uploads, created[0], name=created[1])
+                _run_ingest(_ingest_from, lambda: ingest.UploadSource(created[0]), name=created[1])
     with tab_cam:
         st.caption("Take pictures one by one; each goes into the class you choose.")
         cols = st.columns([2, 1])
@@ -164,7 +175,7 @@ with adder:
         ):
             name = f"webcam-{len(st.session_state.get('data_photos', {}).get(label, [])) + 1}.jpg"
             if dataset:
-                _run_ingest(store.add_images, dataset.id, label, [(name, shot.getvalue())])
+                _run_ingest(ingest.add_images, dataset.id, label, [(name, shot.getvalue())])
             else:
                 st.session_state.setdefault("data_photos", {}).setdefault(label, []).append(
                     (name, shot.getvalue())

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.evaluate import SPLITS, evaluate, most_confused
-from core.evaluate_figures import confusion_figure, per_class_frame, selected_cell
+from core.runs.evaluate import SPLITS, evaluate, most_confused
 from ui import engine
 from ui.eval_common import choose_run, explainer, open_run
+from ui.evaluate_figures import confusion_figure, per_class_frame, selected_cell
 from ui.router import require_router
 from ui.state import set_run
 
@@ -157,8 +157,8 @@ else:
     if wanted not in run_model.labels:
         st.caption(f"The model has no class {wanted!r} (a label added after training).")
     else:
-        from core.gradcam import overlay
-        from core.imageio import load_image
+        from core.data.imageio import load_image
+        from core.runs.gradcam import overlay
 
         picture = load_image(Path(record["path"]))
         with st.spinner("Computing Grad-CAM..."):
@@ -198,7 +198,7 @@ with st.container(border=True):
         disabled=not (to_fix and new_label),
         key="evaluate_relabel",
     ):
-        from core.datasets import relabel_images
+        from core.data.store import relabel_images
 
         try:
             relabel_images(dataset_id, to_fix, new_label)
@@ -211,7 +211,7 @@ with st.container(border=True):
     if fix_cols[3].button(
         "Remove", icon=":material/delete:", disabled=not to_fix, key="evaluate_remove"
     ):
-        from core.datasets import delete_images
+        from core.data.store import delete_images
 
         try:
             delete_images(dataset_id, to_fix)
@@ -226,11 +226,11 @@ st.caption("Changed labels? Train again with exactly the same settings on the fi
 if st.button(
     "Retrain with same settings", icon=":material/replay:", type="primary", key="evaluate_retrain"
 ):
-    from core.config import TrainConfig
-    from core.jobs import start_run
+    from core.runs.store import read_config
+    from core.training.jobs import start_run
 
     try:
-        new_run = start_run(TrainConfig.load(run_dir / "config.json"))
+        new_run = start_run(read_config(run_dir))
     except (OSError, ValueError) as error:
         st.error(f"Could not start the run: {error}")
     else:

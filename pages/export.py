@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.export import (
+from core.runs.export import (
     FORMAT_TITLES,
     FORMATS,
     BackendError,
@@ -117,7 +117,7 @@ st.caption(
 )
 recipe_path = run_dir / "exports" / "recipe.zip"
 if st.button("Prepare recipe", icon=":material/description:", key="export_recipe"):
-    from core.recipe import write_recipe
+    from core.runs.recipe import write_recipe
 
     try:
         write_recipe(run_dir, recipe_path)

@@ -4,7 +4,7 @@ import tempfile
 
 import streamlit as st
 
-from core.sample_data import SAMPLE_CLASSES, write_sample_images
+from core.data.sample import SAMPLE_CLASSES, write_sample_images
 from ui import engine
 from ui.nav import link
 from ui.router import require_router
@@ -28,7 +28,7 @@ st.markdown(
 
 def _load_sample() -> str:
     """Draws the sample images into a temporary folder and ingests them; returns the id."""
-    from core.ingest import ingest_path
+    from core.data.ingest import ingest
 
     bar = st.progress(0.0, text="Drawing sample images…")
 
@@ -37,13 +37,13 @@ def _load_sample() -> str:
 
     with tempfile.TemporaryDirectory(prefix="sample-") as folder:
         write_sample_images(folder, per_class=SAMPLE_PER_CLASS)
-        report = ingest_path(folder, name=SAMPLE_NAME, progress=progress)
+        report = ingest(folder, name=SAMPLE_NAME, progress=progress)
     bar.empty()
     return report.dataset_id
 
 
 def _existing_sample() -> str | None:
-    from core.datasets import list_datasets
+    from core.data.store import list_datasets
 
     for dataset in list_datasets():
         if dataset.name == SAMPLE_NAME and len(dataset.manifest) == 4 * SAMPLE_PER_CLASS:

@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from core.backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
 from core.config import FLIPS, POOLINGS, AugmentConfig, ModelConfig, parse_trainable
-from core.figures import block_diagram_figure
+from core.models.registry import BACKBONES, DEFAULT_BACKBONE, get_backbone
+from core.models.weights import store_uploaded_weights
 from ui import engine, model_view
 from ui.devices import device_info
+from ui.figures import block_diagram_figure
 from ui.labels import trainable_phrase
 from ui.router import require_router
 from ui.state import model_config, set_model_config
@@ -119,10 +120,10 @@ elif source == "file":
     )
     weights = current.weights if current.weights.endswith(".weights.h5") else "none"
     if upload is not None:
-        from core.weights import WeightsFileError
+        from core.models.weights import WeightsFileError
 
         try:
-            weights = str(model_view.store_weights(upload.name, upload.getvalue()))
+            weights = str(store_uploaded_weights(upload.name, upload.getvalue()))
         except WeightsFileError as error:
             cols[1].error(str(error))
     if weights.endswith(".weights.h5"):

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core.evaluate_figures import probability_figure
-from core.predict import predict_sources
+from core.runs.predict import predict_sources
 from ui.eval_common import choose_run, explainer, open_run
+from ui.evaluate_figures import probability_figure
 from ui.router import require_router
 
 require_router()
@@ -67,7 +67,7 @@ if show_cam and len(good) > MAX_GRADCAM:
     st.caption(f"Grad-CAM is shown for the first {MAX_GRADCAM} pictures.")
 
 for index, (entry, payload) in enumerate(good):
-    from core.imageio import load_image
+    from core.data.imageio import load_image
 
     picture = load_image(payload)
     with st.container(border=True):
@@ -75,7 +75,7 @@ for index, (entry, payload) in enumerate(good):
         cols = st.columns([1, 1, 2]) if show_cam else st.columns([1, 2])
         cols[0].image(picture, width="stretch")
         if show_cam and index < MAX_GRADCAM:
-            from core.gradcam import overlay
+            from core.runs.gradcam import overlay
 
             heatmap, _ = explainer(run_dir).explain(picture, run_model.labels.index(entry["label"]))
             cols[1].image(overlay(picture, heatmap), caption="Grad-CAM", width="stretch")

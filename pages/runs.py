@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from core.figures import compare_figure
-from core.runs import MetricsReader, list_runs
+from core.runs.store import MetricsReader, list_runs
 from ui import engine, runs_view
+from ui.figures import compare_figure
 from ui.router import require_router
 from ui.state import set_run
 

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from core.figures import batch_events, batch_loss_figure, history_figure
-from core.runs import MetricsReader, read_config
+from core.runs.store import MetricsReader, read_config
 from ui import engine, run_view
 from ui.devices import device_panel
+from ui.figures import batch_events, batch_loss_figure, history_figure
 from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
 from ui.nav import link
 from ui.router import require_router
@@ -29,14 +29,14 @@ def _controls(status) -> None:
     """Cancel / Resume / next steps, by state."""
     if status.active:
         if st.button("Cancel training", icon=":material/stop_circle:", key="train_cancel"):
-            from core.jobs import cancel_run
+            from core.training.jobs import cancel_run
 
             cancel_run(status.run_id, wait=False)
             st.toast("Cancelling: the run stops after the current batch and keeps its best model.")
     elif status.state in ("interrupted", "failed", "cancelled") and st.button(
         "Resume this run", icon=":material/play_arrow:", key="train_resume"
     ):
-        from core.jobs import resume_run
+        from core.training.jobs import resume_run
 
         try:
             resume_run(status.run_id)
@@ -165,7 +165,7 @@ if overrides is not None and not problems:
     except ValueError as error:
         st.error(f"These settings cannot be used: {error}")
         st.stop()
-    from core.jobs import start_run
+    from core.training.jobs import start_run
 
     st.session_state["train_config"] = overrides
     set_run(start_run(config))

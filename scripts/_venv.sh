@@ -1,5 +1,5 @@
 # Sourced by the run scripts: creates (or reuses) .venv with Python 3.11 and installs a
-# requirements file into it. Usage: . scripts/_venv.sh requirements.txt
+# requirements file and the project (editable) into it. Usage: . scripts/_venv.sh requirements.txt
 set -euo pipefail
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
@@ -14,3 +14,5 @@ VENV="${TRANSFER_STUDIO_VENV:-.venv}"
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -r "$1"
+# The project itself, editable: `transfer-studio` and `python -m core` work from any folder.
+python -m pip install --quiet --no-deps -e .

@@ -1,6 +1,6 @@
 """Widgets of the Data page: ingest reports, the class overview, the image browser, splits.
 
-Every change to a dataset goes through :mod:`core.datasets`; this module only draws and
+Every change to a dataset goes through :mod:`core.data.store`; this module only draws and
 forwards the user's choices.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.figures import class_counts_figure
+from ui.figures import class_counts_figure
 
 PAGE_SIZE = 24
 GRID_COLUMNS = 6

@@ -9,8 +9,8 @@ import streamlit as st
 
 @st.cache_data(show_spinner="Looking at this machine…", ttl=3600)
 def device_info() -> dict[str, Any]:
-    """:func:`core.devices.describe_devices`, asked once an hour (it imports Keras)."""
-    from core.devices import describe_devices
+    """:func:`core.training.devices.describe_devices`, asked once an hour (it imports Keras)."""
+    from core.training.devices import describe_devices
 
     return describe_devices()
 

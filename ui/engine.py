@@ -18,7 +18,7 @@ LOOKUP_ERRORS = (KeyError, ValueError, FileNotFoundError, OSError)
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _load_dataset(dataset_id: str, stamp: float) -> Any:
-    from core.datasets import load_dataset
+    from core.data.store import load_dataset
 
     return load_dataset(dataset_id)
 
@@ -37,7 +37,7 @@ def load_dataset(dataset_id: str) -> Any:
     """The dataset ``dataset_id`` (cached until its manifest changes).
 
     Raises:
-        KeyError, ValueError, FileNotFoundError: From :func:`core.datasets.load_dataset`
+        KeyError, ValueError, FileNotFoundError: From :func:`core.data.store.load_dataset`
             when the id is unknown.
     """
     if not dataset_id or "/" in dataset_id or dataset_id.startswith("."):
@@ -55,7 +55,7 @@ def dataset_or_error(dataset_id: str) -> tuple[Any | None, str]:
 
 def status_or_error(run_id: str) -> tuple[Any | None, str]:
     """``(RunStatus, "")`` or ``(None, why the run cannot be read)``."""
-    from core.runs import read_status, run_dir
+    from core.runs.store import read_status, run_dir
 
     try:
         return read_status(run_dir(run_id)), ""
@@ -65,7 +65,7 @@ def status_or_error(run_id: str) -> tuple[Any | None, str]:
 
 def backbone_title(name: str) -> str:
     """The display name of a registered backbone (its registry name if unknown)."""
-    from core.backbones import BACKBONES
+    from core.models.registry import BACKBONES
 
     spec = BACKBONES.get(name)
     return spec.display_name if spec else name
@@ -73,6 +73,6 @@ def backbone_title(name: str) -> str:
 
 def run_folder(run_id: str) -> Path:
     """The folder of ``run_id`` (validated; may not exist)."""
-    from core.runs import run_dir
+    from core.runs.store import run_dir
 
     return run_dir(run_id)

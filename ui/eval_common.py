@@ -23,7 +23,7 @@ MODEL_FILE = "model.keras"
 
 def finished_runs() -> list[Any]:
     """Runs with a saved model (usable for evaluation, prediction and export), newest first."""
-    from core.runs import list_runs
+    from core.runs.store import list_runs
 
     return [info for info in list_runs() if info.has_model]
 
@@ -34,25 +34,25 @@ def _model_stamp(run_dir: Path) -> int:
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def _open_run(run_dir: str, stamp: int) -> Any:
-    from core.predict import load_run_model
+    from core.runs.predict import load_run_model
 
     return load_run_model(run_dir)
 
 
 def open_run(run_dir: Path) -> Any:
-    """The run's :class:`core.predict.RunModel`, loaded once per model file."""
+    """The run's :class:`core.runs.predict.RunModel`, loaded once per model file."""
     return _open_run(str(run_dir), _model_stamp(run_dir))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _explainer(run_dir: str, stamp: int) -> Any:
-    from core.gradcam import GradCam
+    from core.runs.gradcam import GradCam
 
     return GradCam(_open_run(run_dir, stamp).model)
 
 
 def explainer(run_dir: Path) -> Any:
-    """A :class:`core.gradcam.GradCam` for the run's model, built once per model file."""
+    """A :class:`core.runs.gradcam.GradCam` for the run's model, built once per model file."""
     return _explainer(str(run_dir), _model_stamp(run_dir))
 
 

@@ -7,19 +7,14 @@ applied to it once, so moving the slider only reads a cached table.
 
 from __future__ import annotations
 
-import hashlib
-import re
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from core.atomic import atomic_write_bytes
-from core.backbones import BACKBONES, get_backbone
 from core.config import AugmentConfig, ModelConfig
-from core.estimate import estimate_epoch
-from core.workspace import workspace_root
+from core.models.estimate import estimate_epoch
+from core.models.registry import BACKBONES, get_backbone
 
 WEIGHTS_WORDS = {
     "bundled": "bundled (offline)",
@@ -39,8 +34,8 @@ TRAINABLE_HELP = {
 
 @st.cache_data(show_spinner=False, ttl=120)
 def weights_status(name: str, image_size: int) -> str:
-    """:func:`core.backbones.weights_status`, re-checked every two minutes."""
-    from core.backbones import weights_status as status
+    """:func:`core.models.weights.weights_status`, re-checked every two minutes."""
+    from core.models.weights import weights_status as status
 
     return status(name, image_size)
 
@@ -102,7 +97,13 @@ def block_tables(
     Returns:
         ``{"head": (blocks, counts), "top:1": ..., "all": ...}``.
     """
-    from core.model import block_table, build_model, num_blocks, parameter_counts, set_trainable
+    from core.models.transfer import (
+        block_table,
+        build_model,
+        num_blocks,
+        parameter_counts,
+        set_trainable,
+    )
 
     config = ModelConfig(
         backbone=backbone,
@@ -123,45 +124,10 @@ def block_tables(
     return tables
 
 
-def store_weights(file_name: str, data: bytes) -> Path:
-    """Saves an uploaded ``.weights.h5`` under ``workspace/weights`` and checks it is HDF5.
-
-    Args:
-        file_name: The name the browser sent (only used to label the stored file).
-        data: The file's bytes.
-
-    Returns:
-        The stored file's path.
-
-    Raises:
-        core.weights.WeightsFileError: If the name or content is not a weights file.
-    """
-    from core.weights import WeightsFileError, check_weights_file
-
-    if not file_name.endswith(".weights.h5"):
-        raise WeightsFileError(
-            "Upload a weights-only file whose name ends in '.weights.h5' (a whole model file "
-            f"is never loaded). Received: {file_name!r}"
-        )
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", file_name[: -len(".weights.h5")])[:40] or "weights"
-    digest = hashlib.sha256(data).hexdigest()[:12]
-    folder = workspace_root() / "weights"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}-{digest}.weights.h5"
-    if not path.exists():
-        atomic_write_bytes(path, data)
-    try:
-        check_weights_file(path)
-    except WeightsFileError:
-        path.unlink(missing_ok=True)
-        raise
-    return path
-
-
 @st.cache_data(show_spinner="Augmenting a few of your images…", max_entries=32)
 def preview(paths: tuple[str, ...], augment: AugmentConfig, size: int = 128) -> list[list[Any]]:
-    """:func:`core.augment_preview.augment_samples` for the page (cached per settings)."""
-    from core.augment_preview import augment_samples
+    """:func:`core.models.augment_preview.augment_samples` for the page (cached per settings)."""
+    from core.models.augment_preview import augment_samples
 
     return augment_samples(list(paths), augment, size=size, variants=3)
 

@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.figures import batch_events, epoch_events
+from ui.figures import batch_events, epoch_events
 
 
 def _seconds(iso: str | None) -> float | None:
-    from core.runs import parse_time
+    from core.runs.store import parse_time
 
     return parse_time(iso) if iso else None
 
@@ -23,7 +23,7 @@ def timing(status: Any, *, now: float | None = None) -> tuple[float | None, floa
     """Elapsed training time and the estimated time left, in seconds.
 
     Args:
-        status: A :class:`core.runs.RunStatus`.
+        status: A :class:`core.runs.store.RunStatus`.
         now: Current time (epoch seconds); defaults to ``time.time()``.
 
     Returns:

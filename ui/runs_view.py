@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.figures import epoch_events
+from ui.figures import epoch_events
 from ui.labels import trainable_phrase
 
 
@@ -49,7 +49,7 @@ def _best_val(info: Any) -> float | None:
     for key in ("best_val_accuracy", "val_accuracy"):
         if isinstance(summary.get(key), int | float):
             return float(summary[key])
-    from core.runs import MetricsReader
+    from core.runs.store import MetricsReader
 
     values = [
         e["val_accuracy"]
@@ -66,7 +66,7 @@ def _short_id(run_id: str) -> str:
 
 
 def _backbone_name(name: str) -> str:
-    from core.backbones import BACKBONES
+    from core.models.registry import BACKBONES
 
     spec = BACKBONES.get(name)
     return spec.display_name.replace(" (offline)", "") if spec else name

@@ -66,7 +66,7 @@ def init_state() -> None:
 
 def _adopt_run_settings(run_id: str) -> None:
     """A fresh tab opened on ``?run=`` also gets the run's dataset and model choice."""
-    from core.runs import read_config, run_dir
+    from core.runs.store import read_config, run_dir
 
     try:
         config = read_config(run_dir(run_id))

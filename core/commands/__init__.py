@@ -12,4 +12,5 @@ COMMAND_MODULES: list[str] = [
     "core.commands.evaluate",
     "core.commands.predict",
     "core.commands.export",
+    "core.commands.app",
 ]

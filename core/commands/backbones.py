@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core.backbones import describe_backbones
     from core.cli import EXIT_OK, emit_json
+    from core.models.weights import describe_backbones
 
     rows = describe_backbones()
     if args.json:

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``evaluate``."""
-    from core.evaluate import evaluate
+    from core.runs.evaluate import evaluate
 
     try:
         with contextlib.redirect_stdout(sys.stderr):

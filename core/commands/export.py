@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``export``."""
-    from core.export import BackendError, export_run
+    from core.runs.export import BackendError, export_run
 
     try:
         with contextlib.redirect_stdout(sys.stderr):

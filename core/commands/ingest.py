@@ -16,10 +16,10 @@ from core.commands.inspect import (
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``ingest``."""
-    from core.ingest import DatasetError, ingest_path
+    from core.data.ingest import DatasetError, ingest
 
     try:
-        report = ingest_path(
+        report = ingest(
             args.path,
             name=args.name,
             val_fraction=args.val_split,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from core.cli import EXIT_OK, CommandError, emit_json, progress
 
 if TYPE_CHECKING:
-    from core.ingest import IngestLimits, IngestReport
+    from core.data.ingest import IngestLimits, IngestReport
 
 _PROGRESS_EVERY_S = 0.5
 
@@ -35,8 +35,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def limits_from_args(args: argparse.Namespace) -> IngestLimits:
-    """Builds :class:`core.ingest.IngestLimits` from the shared arguments."""
-    from core.ingest import IngestLimits
+    """Builds :class:`core.data.ingest.IngestLimits` from the shared arguments."""
+    from core.data.ingest import IngestLimits
 
     if args.max_file_mb is None:
         return IngestLimits()
@@ -86,10 +86,10 @@ def one_line(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``inspect``."""
-    from core.ingest import inspect_source
+    from core.data.ingest import inspect
 
     try:
-        report = inspect_source(
+        report = inspect(
             args.path,
             val_fraction=args.val_split,
             test_fraction=args.test_split,

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``predict``: exit 0 when at least one file was predicted."""
-    from core.predict import load_run_model, predict_sources
+    from core.runs.predict import load_run_model, predict_sources
 
     try:
         with contextlib.redirect_stdout(sys.stderr):

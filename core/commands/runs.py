@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _folder(args: argparse.Namespace):
-    from core.runs import find_run
+    from core.runs.store import find_run
 
     try:
         return find_run(args.run, args.runs_dir)
@@ -54,7 +54,7 @@ def _folder(args: argparse.Namespace):
 
 def handle_runs(args: argparse.Namespace) -> int:
     """Handler of ``runs``."""
-    from core.runs import list_runs
+    from core.runs.store import list_runs
 
     runs = list_runs(args.runs_dir)
     if args.json:
@@ -72,7 +72,7 @@ def handle_runs(args: argparse.Namespace) -> int:
 
 def handle_status(args: argparse.Namespace) -> int:
     """Handler of ``status``."""
-    from core.runs import read_status, read_summary
+    from core.runs.store import read_status, read_summary
 
     folder = _folder(args)
     status = read_status(folder)
@@ -96,7 +96,7 @@ def handle_status(args: argparse.Namespace) -> int:
 
 def handle_cancel(args: argparse.Namespace) -> int:
     """Handler of ``cancel``."""
-    from core.jobs import cancel_run
+    from core.training.jobs import cancel_run
 
     folder = _folder(args)
     status = cancel_run(str(folder), wait=not args.no_wait)
@@ -110,7 +110,7 @@ def handle_cancel(args: argparse.Namespace) -> int:
 def handle_resume(args: argparse.Namespace) -> int:
     """Handler of ``resume``."""
     from core.commands.train import result_of, run_foreground
-    from core.jobs import prepare_resume, resume_run
+    from core.training.jobs import prepare_resume, resume_run
 
     folder = _folder(args)
     try:

@@ -73,8 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--background", action="store_true", help="Start a worker process and return at once."
     )
-    run.add_argument("--run-dir", help=argparse.SUPPRESS)  # the worker: train this run folder
-    run.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     parser.set_defaults(handler=handle)
 
@@ -108,11 +106,11 @@ def _resolve_dataset(data: str) -> str:
     """Returns a dataset id for ``--data``: an existing id, or the id of a fresh ingest."""
     path = Path(data).expanduser()
     if path.exists() and (path.is_dir() or path.is_file()):
-        from core.ingest import ingest_path
+        from core.data.ingest import ingest
 
         progress(f"Ingesting {path} ...")
         try:
-            report = ingest_path(
+            report = ingest(
                 path,
                 name=path.stem or path.name,
                 progress=lambda done, total, msg: None,
@@ -123,7 +121,7 @@ def _resolve_dataset(data: str) -> str:
             raise CommandError(f"cannot use {data!r} as a dataset: {report.error}")
         progress(f"Ingested {report.num_images} images as dataset {report.dataset_id}.")
         return report.dataset_id
-    from core.datasets import load_dataset
+    from core.data.store import load_dataset
 
     try:
         return load_dataset(data).id
@@ -168,7 +166,7 @@ def build_config(args: argparse.Namespace):
 
 def result_of(folder: Path) -> dict[str, Any]:
     """The JSON result of a run: id, folder, state and the summary's key facts."""
-    from core.runs import read_status, read_summary
+    from core.runs.store import read_status, read_summary
 
     status = read_status(folder)
     summary = read_summary(folder) or {}
@@ -200,7 +198,7 @@ def echo_event(event: dict[str, Any]) -> None:
 
 def run_foreground(folder: Path, *, resume: bool, as_json: bool) -> int:
     """Runs the worker for ``folder`` in this process and reports like the CLI contract."""
-    from core.worker import run_worker
+    from core.training.worker import run_worker
 
     final = run_worker(folder, resume=resume, echo=None if as_json else echo_event)
     result = result_of(folder)
@@ -216,17 +214,11 @@ def run_foreground(folder: Path, *, resume: bool, as_json: bool) -> int:
 
 def handle(args: argparse.Namespace) -> int:
     """Handler of ``train``."""
-    from core.runs import create_run, find_run
+    from core.runs.store import create_run, find_run
 
-    if args.run_dir:
-        # Worker mode: train an existing run folder (made by start_run / resume_run).
-        folder = Path(args.run_dir).resolve()
-        if not (folder / "config.json").is_file():
-            raise CommandError(f"--run-dir {args.run_dir!r} holds no config.json")
-        return run_foreground(folder, resume=args.resume, as_json=args.json)
     config = build_config(args)
     if args.background:
-        from core.jobs import start_run
+        from core.training.jobs import start_run
 
         run_id = start_run(config, root=args.runs_dir)
         folder = find_run(run_id, args.runs_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.sample_data import write_class_folders
+from core.data.sample import write_class_folders
 
 pytestmark = pytest.mark.e2e
 

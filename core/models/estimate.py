@@ -1,0 +1,128 @@
+"""Rough training-time estimates for the Model page's backbone table.
+
+The estimate is deliberately simple and labelled as such in the UI: the cost of one image is
+proportional to the network's multiply-adds (raised to 0.75, because small depthwise
+networks use a CPU less efficiently than big dense ones), scaled by the image area,
+calibrated on one measurement (frozen MobileNetV2 at 224 px: ~114 images/s on 2 CPU cores,
+see ARCHITECTURE.md), times a factor for the backward pass when blocks train
+(all trainable: ~20 images/s, i.e. 5.7x).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from core.config import parse_trainable
+from core.models.registry import get_backbone
+
+# Multiply-adds (G) of the networks without classifier at their default input size
+# (published figures: Keras applications docs, papers). Approximate on purpose.
+GMACS_AT_DEFAULT: dict[str, float] = {
+    "efficientnet_lite0": 0.41,
+    "mobilenet_v2": 0.30,
+    "mobilenet_v3_small": 0.06,
+    "mobilenet_v3_large": 0.22,
+    "efficientnet_b0": 0.39,
+    "efficientnet_v2_b0": 0.72,
+    "resnet50": 4.1,
+    "resnet50_v2": 4.1,
+    "vgg16": 15.5,
+    "densenet121": 2.9,
+    "inception_v3": 5.7,
+    "xception": 8.4,
+    "convnext_tiny": 4.5,
+}
+_CALIBRATION_GMACS = 0.30  # frozen MobileNetV2 at 224 px ...
+_CALIBRATION_SECONDS = 1 / 114  # ... took this long per image on 2 cores
+_CALIBRATION_CORES = 2
+_EXPONENT = 0.75
+_BACKWARD_FACTOR_ALL = 114 / 20  # all trainable vs frozen, same measurement
+_GPU_SPEEDUP = 30.0
+_HEAD_EPOCH_SECONDS = 1.0  # a head on cached feature vectors
+
+
+@dataclass(frozen=True)
+class EpochEstimate:
+    """Seconds for the first and for each later epoch, and the reasoning in one sentence."""
+
+    first_epoch: float
+    later_epochs: float
+    note: str
+
+
+def seconds_per_image(
+    backbone: str, image_size: int, *, cpu_cores: int | None = None, gpu: bool = False
+) -> float:
+    """Estimated seconds for one forward pass of one image.
+
+    Args:
+        backbone: Registry name.
+        image_size: Input side in pixels.
+        cpu_cores: CPU cores available; defaults to ``os.cpu_count()``.
+        gpu: Whether a GPU does the work.
+
+    Returns:
+        Seconds per image (forward only).
+    """
+    spec = get_backbone(backbone)
+    gmacs = GMACS_AT_DEFAULT.get(backbone)
+    if gmacs is None:
+        # Unknown network: about 0.15 G multiply-adds per million parameters.
+        gmacs = 0.15 * spec.params / 1e6
+    gmacs *= (image_size / spec.default_size) ** 2
+    seconds = _CALIBRATION_SECONDS * (gmacs / _CALIBRATION_GMACS) ** _EXPONENT
+    cores = max(1, min(cpu_cores or os.cpu_count() or 1, 32))
+    seconds *= _CALIBRATION_CORES / cores
+    if gpu:
+        seconds /= _GPU_SPEEDUP
+    return seconds
+
+
+def estimate_epoch(
+    backbone: str,
+    image_size: int,
+    trainable: str,
+    *,
+    train_images: int,
+    val_images: int,
+    augment: bool = False,
+    cpu_cores: int | None = None,
+    gpu: bool = False,
+) -> EpochEstimate:
+    """Estimates how long one epoch takes for a dataset on this machine.
+
+    Args:
+        backbone: Registry name.
+        image_size: Input side in pixels.
+        trainable: ``head``, ``top:N`` or ``all``.
+        train_images: Images in the training split.
+        val_images: Images in the validation split.
+        augment: Whether augmentation is on (it disables the cached-features fast path).
+        cpu_cores: CPU cores available; defaults to ``os.cpu_count()``.
+        gpu: Whether a GPU does the work.
+
+    Returns:
+        An :class:`EpochEstimate`.
+    """
+    forward = seconds_per_image(backbone, image_size, cpu_cores=cpu_cores, gpu=gpu)
+    policy, blocks = parse_trainable(trainable)
+    if policy == "head" and not augment:
+        once = forward * (train_images + val_images)
+        return EpochEstimate(
+            first_epoch=once + _HEAD_EPOCH_SECONDS,
+            later_epochs=_HEAD_EPOCH_SECONDS,
+            note="Features are computed once; later epochs only train the head.",
+        )
+    if policy == "all":
+        share = 1.0
+    elif policy == "top":
+        share = min(1.0, blocks / max(get_backbone(backbone).num_blocks, 1))
+    else:
+        share = 0.0
+    factor = 1.0 + (_BACKWARD_FACTOR_ALL - 1.0) * math.sqrt(share)
+    epoch = forward * (train_images * factor + val_images)
+    return EpochEstimate(
+        first_epoch=epoch, later_epochs=epoch, note="Every epoch runs the whole network."
+    )

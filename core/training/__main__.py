@@ -1,0 +1,43 @@
+"""The worker's entry point: ``python -m core.training RUN_DIR [--resume]``.
+
+:func:`core.training.jobs.start_run` launches this in a new process for a run folder made
+by :func:`core.runs.store.create_run`; the process trains that run and owns its folder until
+it ends. People start runs with ``python -m core train`` (or the app), not with this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from core.training.worker import run_worker
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Trains one run folder in this process; exit 0 when it completed, 1 otherwise."""
+    parser = argparse.ArgumentParser(
+        prog="python -m core.training",
+        description="Training worker: trains the run in RUN_DIR (made by create_run).",
+    )
+    parser.add_argument("run_dir", help="The run folder (holds config.json).")
+    parser.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
+    args = parser.parse_args(argv)
+    folder = Path(args.run_dir).resolve()
+    if not (folder / "config.json").is_file():
+        sys.stderr.write(f"error: run folder {str(folder)!r} holds no config.json\n")
+        return 2
+
+    final = run_worker(folder, resume=args.resume)
+    sys.stdout.write(
+        json.dumps({"run_id": folder.name, "state": final.state, "message": final.message}) + "\n"
+    )
+    return 0 if final.state == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""``ArrayFeeder``: Keras batches from rows of an array (the image cache or embeddings)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from core.data.image_cache import release_pages
+
+
+class ArrayFeeder(keras.utils.PyDataset):
+    """Feeds Keras batches from rows of a (memory-mapped) array.
+
+    Args:
+        array: Source array, e.g. the image cache or an embedding matrix.
+        rows: Which rows of ``array`` form this split.
+        targets: One-hot targets, one row per entry of ``rows``.
+        batch_size: Rows per batch.
+        shuffle: Reshuffle the order every epoch.
+        seed: Seed of the shuffling.
+        sample_weights: Optional weight per entry of ``rows``.
+        dtype: What the batch is converted to (images go in as float 0..255).
+    """
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        rows: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        sample_weights: np.ndarray | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        if len(rows) != len(targets):
+            raise ValueError(f"rows and targets differ in length: {len(rows)} != {len(targets)}")
+        self.array = array
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype="float32")
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.sample_weights = sample_weights
+        self.dtype = dtype
+        self._rng = np.random.default_rng(seed)
+        self._order = np.arange(len(self.rows))
+        if shuffle:
+            self._rng.shuffle(self._order)
+
+    def __len__(self) -> int:
+        return max(1, -(-len(self.rows) // self.batch_size))
+
+    def __getitem__(self, index: int):
+        picks = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        # Reading a memmap in ascending row order touches the file sequentially.
+        picks = np.sort(picks)
+        x = np.asarray(self.array[self.rows[picks]], dtype=self.dtype)
+        release_pages(self.array)
+        y = self.targets[picks]
+        if self.sample_weights is None:
+            return x, y
+        return x, y, np.asarray(self.sample_weights[picks], dtype="float32")
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._rng.shuffle(self._order)

@@ -1,0 +1,609 @@
+"""One training run: data, model, phases, callbacks, the saved model and its summary.
+
+:func:`train` runs inside the worker process (:mod:`core.training.worker`), which owns the run
+folder and turns exceptions into final states. The phases follow fastai's ``fine_tune``:
+
+1. ``config.epochs`` epochs with ``config.model.trainable`` (``head`` by default). When
+   nothing in the backbone trains and augmentation is off this is the **fast path**: the
+   backbone's embeddings are computed once (cached, see :mod:`core.training.embeddings`) and only
+   the head trains on them; the head is part of the full model, so the saved model is the
+   full raw-image model.
+2. ``config.fine_tune_epochs`` more epochs with ``config.fine_tune_trainable`` and the
+   learning rate times ``config.fine_tune_lr_mult``, recompiled.
+
+Epoch numbers run on across phases, so the UI sees one curve. Each phase keeps its own
+``BackupAndRestore`` state under ``checkpoints/phase<N>/`` (written in the background by
+:class:`core.training.backup.AsyncBackupAndRestore`); a finished phase leaves
+``checkpoints/phase<N>.done.json`` plus the full model's weights, so a resumed run skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.atomic import atomic_write_bytes, atomic_write_json
+from core.config import TrainConfig
+from core.data.image_cache import build_image_cache
+from core.models.model_io import save_model
+from core.runs.store import (
+    CHECKPOINTS_DIR,
+    LABELS_FILE,
+    LOGS_DIR,
+    MODEL_FILE,
+    MetricsReader,
+    best_path,
+    epoch_events,
+)
+from core.training.context import RunContext
+from core.training.devices import describe_devices
+from core.training.embeddings import cached_embeddings, embedding_key
+from core.training.feeder import ArrayFeeder
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass
+class Phase:
+    """One ``fit`` of the plan.
+
+    Attributes:
+        index: 1 or 2.
+        name: Phase name shown in status and epoch events (``head``, ``train``, ``fine-tune``).
+        trainable: What trains (``head``, ``top:N``, ``all``).
+        epochs: Epochs in this phase.
+        learning_rate: Base learning rate of this phase.
+    """
+
+    index: int
+    name: str
+    trainable: str
+    epochs: int
+    learning_rate: float
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """The phases a config asks for (one, or two with ``fine_tune_epochs``)."""
+    trainable = config.model.trainable
+    phases = [
+        Phase(
+            1,
+            "head" if trainable == "head" else "train",
+            trainable,
+            config.epochs,
+            config.learning_rate,
+        )
+    ]
+    if config.fine_tune_epochs:
+        phases.append(
+            Phase(
+                2,
+                "fine-tune",
+                config.fine_tune_trainable,
+                config.fine_tune_epochs,
+                config.learning_rate * config.fine_tune_lr_mult,
+            )
+        )
+    return phases
+
+
+def uses_fast_path(config: TrainConfig, phase: Phase) -> bool:
+    """Whether ``phase`` can train the head on cached embeddings."""
+    return phase.trainable == "head" and not config.model.augment.enabled
+
+
+def make_optimizer(config: TrainConfig, learning_rate: float, decay_steps: int):
+    """Builds the configured optimizer, with a cosine schedule when asked.
+
+    ``weight_decay`` is Keras' decoupled weight decay, available on every optimizer.
+    """
+    import keras
+
+    rate: Any = learning_rate
+    if config.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, decay_steps))
+    decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=config.momentum, weight_decay=decay)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(rate, momentum=config.momentum, weight_decay=decay)
+    raise ValueError(
+        f"optimizer must be one of adam, adamw, sgd, rmsprop. Received: {config.optimizer!r}"
+    )
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Weight per class, inversely proportional to its size (mean weight 1 per image)."""
+    counts = np.bincount(labels, minlength=num_classes).astype("float64")
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return weights.astype("float32")
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(labels), num_classes), dtype="float32")
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def _save_weights_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".{path.name[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _compile(model: keras.Model, config: TrainConfig, optimizer, jit_compile) -> None:
+    import keras
+
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
+@dataclass
+class TrainingData:
+    """The dataset of a run, decoded once into the image cache and split into rows.
+
+    Attributes:
+        classes: Class names in the model's output order.
+        fingerprint: The dataset's content fingerprint (keys the caches).
+        cache: The per-size image cache (``cache.array`` is ``(N, size, size, 3)`` uint8).
+        train_rows: Rows of the cache in the train split.
+        val_rows: Rows in the val split.
+        train_targets: One-hot targets of the train rows.
+        val_targets: One-hot targets of the val rows.
+        sample_weights: Per-row weights of the train rows (balanced classes), or None.
+    """
+
+    classes: list[str]
+    fingerprint: str
+    cache: Any
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    train_targets: np.ndarray
+    val_targets: np.ndarray
+    sample_weights: np.ndarray | None
+
+
+def prepare_device(config: TrainConfig, ctx: RunContext) -> Any:
+    """Seeds, sets the precision policy and returns the ``jit_compile`` setting for ``fit``."""
+    import keras
+
+    device = describe_devices()
+    ctx.set(device=device["label"], phase="loading", message="Loading the dataset.")
+    ctx.summary["device"] = device["label"]
+    if config.mixed_precision:
+        if device["kind"] == "gpu":
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            ctx.note("Mixed precision needs a GPU; training in float32 on this CPU.")
+    keras.utils.set_random_seed(config.seed)
+    # XLA was 5-23x slower than graph mode on a 2-core CPU: only let Keras decide on a GPU.
+    return "auto" if device["kind"] == "gpu" else False
+
+
+def prepare_data(config: TrainConfig, ctx: RunContext) -> TrainingData:
+    """Loads the dataset, checks it can be trained on and decodes it into the image cache.
+
+    Raises:
+        ValueError: When the dataset has fewer than 2 classes or an empty train/val split.
+    """
+    from core.data.store import load_dataset
+
+    dataset = load_dataset(config.dataset)
+    classes = list(dataset.classes)
+    train_frame, val_frame = dataset.frame("train"), dataset.frame("val")
+    if len(classes) < 2:
+        raise ValueError(
+            f"Training needs at least 2 classes. Received: dataset {config.dataset!r} "
+            f"with classes {classes}"
+        )
+    if len(train_frame) == 0 or len(val_frame) == 0:
+        raise ValueError(
+            f"Training needs images in both the train and val splits. Received: "
+            f"{len(train_frame)} train and {len(val_frame)} val images in dataset "
+            f"{config.dataset!r}; resplit it with a larger validation fraction or add images."
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    y_train = np.array([index[v] for v in train_frame["label"]], dtype=np.int64)
+    y_val = np.array([index[v] for v in val_frame["label"]], dtype=np.int64)
+    ctx.summary.update(
+        {
+            "classes": classes,
+            "num_train": len(y_train),
+            "num_val": len(y_val),
+            "dataset": config.dataset,
+            "fingerprint": dataset.fingerprint,
+        }
+    )
+    size = config.model.image_size
+    ctx.set(phase="caching", message=f"Decoding images at {size} px.")
+    cache = build_image_cache(
+        dataset.dir,
+        [str(v) for v in dataset.manifest["image"]],
+        dataset.fingerprint,
+        size,
+        progress=ctx.progress,
+        should_stop=ctx.token.raise_if_set,
+    )
+    ctx.summary["cache_seconds"] = round(cache.built_seconds, 3)
+    weights = None
+    if config.class_weights == "balanced":
+        weights = balanced_class_weights(y_train, len(classes))[y_train]
+    return TrainingData(
+        classes=classes,
+        fingerprint=dataset.fingerprint,
+        cache=cache,
+        train_rows=cache.rows(list(train_frame["image"])),
+        val_rows=cache.rows(list(val_frame["image"])),
+        train_targets=_one_hot(y_train, len(classes)),
+        val_targets=_one_hot(y_val, len(classes)),
+        sample_weights=weights,
+    )
+
+
+class ModelWriter:
+    """Saves the full model (labels and run facts embedded) and ``labels.txt``, atomically."""
+
+    def __init__(self, model: keras.Model, folder: Path, config: TrainConfig, classes: list[str]):
+        self.model, self.folder, self.config, self.classes = model, folder, config, classes
+        self.path = folder / MODEL_FILE
+
+    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
+        save_model(
+            self.model,
+            self.path,
+            labels=self.classes,
+            extra={
+                "run_id": self.folder.name,
+                "epoch": epoch,
+                "metrics": metrics,
+                "config": self.config.to_dict(),
+            },
+        )
+        atomic_write_bytes(self.folder / LABELS_FILE, ("\n".join(self.classes) + "\n").encode())
+
+
+@dataclass
+class PhaseResult:
+    """What one phase did: where it ended and how fast its training steps ran."""
+
+    epochs_done: int
+    images: int
+    seconds: float
+    fast_path: bool
+
+
+def _fit_inputs(
+    config: TrainConfig, data: TrainingData, source: Any, fast: bool, phase: Phase
+) -> tuple[dict[str, Any], int]:
+    """``fit`` keyword arguments for the phase's inputs, and the steps per epoch."""
+    if fast:
+        # Embeddings are small (20k images x 1280 floats = 100 MB): plain arrays let
+        # Keras batch them without a Python call per step.
+        inputs: dict[str, Any] = {
+            "x": np.asarray(source[data.train_rows], dtype="float32"),
+            "y": data.train_targets,
+            "sample_weight": data.sample_weights,
+            "batch_size": config.batch_size,
+            "shuffle": True,
+            "validation_data": (
+                np.asarray(source[data.val_rows], dtype="float32"),
+                data.val_targets,
+            ),
+            "validation_batch_size": max(config.batch_size, 256),
+        }
+        return inputs, -(-len(data.train_rows) // config.batch_size)
+    train_feed = ArrayFeeder(
+        source,
+        data.train_rows,
+        data.train_targets,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed + phase.index,
+        sample_weights=data.sample_weights,
+        dtype="float32",
+    )
+    val_feed = ArrayFeeder(
+        source, data.val_rows, data.val_targets, config.batch_size, dtype="float32"
+    )
+    return {"x": train_feed, "validation_data": val_feed}, len(train_feed)
+
+
+def _embed(config: TrainConfig, ctx: RunContext, data: TrainingData, model: keras.Model):
+    """The backbone embeddings of every image (computed once, cached across runs)."""
+    from core.models.transfer import feature_extractor
+
+    ctx.set(phase="embedding", message="Computing backbone embeddings once.")
+    emb = cached_embeddings(
+        feature_extractor(model),
+        data.cache.array,
+        data.cache.images,
+        embedding_key(data.fingerprint, config.model, config.seed),
+        batch_size=min(64, max(8, config.batch_size)),
+        progress=ctx.progress,
+        should_stop=ctx.token.raise_if_set,
+    )
+    ctx.summary.update(
+        {
+            "embedding_seconds": round(emb.seconds, 3),
+            "embedding_reused": emb.reused,
+            "embedding_cache": str(emb.path),
+            # Images through the backbone per second in the one embedding pass (None when
+            # the embeddings were reused from an earlier run).
+            "embedding_images_per_second": round(len(data.cache.images) / emb.seconds, 2)
+            if emb.seconds and not emb.reused
+            else None,
+            "fast_path": True,
+        }
+    )
+    return emb.array
+
+
+def _callbacks(
+    config: TrainConfig,
+    ctx: RunContext,
+    phase: Phase,
+    backup: Any,
+    live: Any,
+    saver: Any,
+) -> list[keras.callbacks.Callback]:
+    import keras
+
+    from core.training.callbacks import CancelCheck, NonFiniteLossGuard
+
+    callbacks: list[keras.callbacks.Callback] = [
+        # Before the backup: an epoch with a non-finite validation loss is not saved.
+        NonFiniteLossGuard(),
+        # Snapshots the epoch in memory; a background thread writes it (Keras'
+        # BackupAndRestore files, each renamed into place), so an epoch does not wait for
+        # the disk. After a kill -9 the backup may be the epoch before the last one
+        # reported; a resume repeats that one.
+        backup,
+        CancelCheck(ctx.token),
+        live,
+        saver,
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.early_stopping_patience
+            )
+        )
+    if config.schedule == "reduce_on_plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.3, patience=2, min_lr=phase.learning_rate * 1e-3
+            )
+        )
+    if keras.backend.backend() == "tensorflow":
+        callbacks.append(
+            keras.callbacks.TensorBoard(
+                str(ctx.folder / LOGS_DIR / f"phase{phase.index}"), write_graph=False
+            )
+        )
+    elif phase.index == 1:
+        ctx.note(
+            f"TensorBoard logs need the TensorFlow backend; the {keras.backend.backend()} "
+            "backend writes none (metrics.jsonl has every number)."
+        )
+    return callbacks
+
+
+def run_phase(
+    config: TrainConfig,
+    ctx: RunContext,
+    phase: Phase,
+    *,
+    model: keras.Model,
+    data: TrainingData,
+    saver: Any,
+    first_epoch: int,
+    total_epochs: int,
+    jit_compile: Any,
+    resume: bool,
+) -> PhaseResult:
+    """Trains one phase (head, or fine-tune) from ``first_epoch`` for ``phase.epochs``.
+
+    On the fast path the head trains on cached embeddings; otherwise the whole model trains
+    on the image cache. The phase's backup lets a resumed run continue mid-phase.
+    """
+    from core.models.transfer import head_of, set_trainable
+    from core.training.backup import AsyncBackupAndRestore
+    from core.training.callbacks import LiveMetrics
+
+    checkpoints = ctx.folder / CHECKPOINTS_DIR
+    end_epoch = first_epoch + phase.epochs
+    ctx.set(total_epochs=total_epochs)
+    set_trainable(model, phase.trainable)
+    fast = uses_fast_path(config, phase)
+    if fast:
+        fit_model, source = head_of(model), _embed(config, ctx, data, model)
+    else:
+        fit_model, source = model, data.cache.array
+    inputs, steps = _fit_inputs(config, data, source, fast, phase)
+    optimizer = make_optimizer(config, phase.learning_rate, steps * phase.epochs)
+    _compile(fit_model, config, optimizer, jit_compile)
+    if not fit_model.built:
+        fit_model.build((None, *source.shape[1:]))
+    live = LiveMetrics(
+        ctx.emit,
+        ctx.set,
+        batch_size=config.batch_size,
+        steps_per_epoch=steps,
+        phase=phase.name,
+        fast_path=fast,
+    )
+    backup = AsyncBackupAndRestore(checkpoints / f"phase{phase.index}")
+    callbacks = _callbacks(config, ctx, phase, backup, live, saver)
+    ctx.set(phase=phase.name, message=f"Training ({phase.name}).", steps_per_epoch=steps)
+    ctx.emit(
+        {
+            "type": "phase",
+            "phase": phase.name,
+            "index": phase.index,
+            "first_epoch": first_epoch + 1,
+            "last_epoch": end_epoch,
+            "trainable": phase.trainable,
+            "learning_rate": phase.learning_rate,
+            "fast_path": fast,
+            "resumed": resume,
+            "time": time.time(),
+        }
+    )
+    try:
+        history = fit_model.fit(
+            **inputs, epochs=end_epoch, initial_epoch=first_epoch, callbacks=callbacks, verbose=0
+        )
+    finally:
+        # Cancelled, diverged or done: the last backup and the best model so far go to disk
+        # now.
+        try:
+            backup.flush()
+        finally:
+            saver.flush()
+    # EarlyStopping may end the phase early; the backup knows the last epoch done.
+    epochs_done = first_epoch + len(history.history.get("loss", []))
+    meta = _read_json(checkpoints / f"phase{phase.index}" / "training_metadata.json")
+    if meta is not None:
+        epochs_done = max(epochs_done, int(meta.get("epoch", 0)))
+    return PhaseResult(epochs_done, live.train_images, live.train_seconds, fast)
+
+
+def _final_summary(
+    config: TrainConfig,
+    ctx: RunContext,
+    saver: Any,
+    results: list[PhaseResult],
+    epochs_done: int,
+    started: float,
+) -> None:
+    trained_images = sum(r.images for r in results)
+    trained_seconds = sum(r.seconds for r in results)
+    head_images = sum(r.images for r in results if r.fast_path)
+    head_seconds = sum(r.seconds for r in results if r.fast_path)
+    best = saver.best or {}
+    events = _epoch_metrics(ctx.folder)
+    last = events[-1] if events else {}
+    final = best if (config.restore_best and best) else last
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    ctx.summary.update(
+        {
+            "epochs_completed": epochs_done,
+            "total_epochs": config.total_epochs,
+            "best_epoch": best.get("epoch"),
+            "best_val_accuracy": best.get("val_accuracy"),
+            "metrics": {k: final.get(k) for k in keys},
+            "last_epoch_metrics": {k: last.get(k) for k in keys},
+            # Training steps only (validation and the embedding pass excluded). On the fast
+            # path these are feature vectors through the head: see head_images_per_second
+            # and embedding_images_per_second.
+            "images_per_second": round(trained_images / trained_seconds, 2)
+            if trained_seconds
+            else None,
+            "head_images_per_second": round(head_images / head_seconds, 2)
+            if head_seconds
+            else None,
+            "seconds": round(time.monotonic() - started, 3),
+            "model": MODEL_FILE,
+        }
+    )
+
+
+def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict[str, Any]:
+    """Trains ``config`` into the run folder of ``ctx``.
+
+    Args:
+        config: What to train.
+        ctx: The worker's context (status, events, cancel token, summary facts).
+        resume: Continue from the last completed epoch of an earlier session.
+
+    Returns:
+        The summary (also left in ``ctx.summary`` for ``summary.json``).
+
+    Raises:
+        core.training.context.TrainingCancelled: On a cancel request.
+        core.training.context.NonFiniteLoss: When the loss became NaN or infinite.
+        ValueError: When the dataset cannot be trained on (too few images, one class, ...).
+    """
+    from core.models.transfer import build_model
+    from core.training.callbacks import BestModelSaver
+
+    started = time.monotonic()
+    checkpoints = ctx.folder / CHECKPOINTS_DIR
+    checkpoints.mkdir(exist_ok=True)
+    ctx.summary.update({"run_id": ctx.folder.name, "batch_size": config.batch_size})
+    jit_compile = prepare_device(config, ctx)
+    data = prepare_data(config, ctx)
+
+    ctx.set(phase="loading", message=f"Building {config.model.backbone}.")
+    model = build_model(config.model, len(data.classes), progress=ctx.progress)
+    ctx.token.raise_if_set()
+    save_full = ModelWriter(model, ctx.folder, config, data.classes)
+    saver = BestModelSaver(save_full, best_path(ctx.folder), model)
+    phases = plan_phases(config)
+    epochs_done = 0
+    results: list[PhaseResult] = []
+    ctx.summary["fast_path"] = False
+    for phase in phases:
+        done = checkpoints / f"phase{phase.index}.done.json"
+        done_weights = checkpoints / f"phase{phase.index}.done.weights.h5"
+        record = _read_json(done) if resume else None
+        if record is not None and done_weights.is_file():
+            model.load_weights(done_weights)
+            epochs_done = int(record["epochs_done"])
+            ctx.summary["fast_path"] = ctx.summary["fast_path"] or bool(record.get("fast_path"))
+            continue
+        result = run_phase(
+            config,
+            ctx,
+            phase,
+            model=model,
+            data=data,
+            saver=saver,
+            first_epoch=epochs_done,
+            total_epochs=epochs_done + sum(p.epochs for p in phases[phase.index - 1 :]),
+            jit_compile=jit_compile,
+            resume=resume,
+        )
+        epochs_done = result.epochs_done
+        results.append(result)
+        _save_weights_atomic(model, done_weights)
+        atomic_write_json(done, {"epochs_done": epochs_done, "fast_path": result.fast_path})
+        ctx.set(epoch=epochs_done)
+
+    ctx.set(phase="saving", message="Saving the model.")
+    if config.restore_best and saver.best is not None:
+        if saver.best_weights is not None:
+            model.set_weights(saver.best_weights)
+        # else: the best epoch was in an earlier session; model.keras already holds it.
+    else:
+        save_full(epochs_done, {"epoch": epochs_done})
+    if not save_full.path.is_file():
+        save_full(epochs_done, {"epoch": epochs_done})
+    _final_summary(config, ctx, saver, results, epochs_done, started)
+    return ctx.summary
+
+
+def _epoch_metrics(folder: Path) -> list[dict[str, Any]]:
+    return epoch_events(MetricsReader(folder).all())

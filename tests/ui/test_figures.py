@@ -1,0 +1,204 @@
+"""The app's pure helpers: Plotly figure builders, time estimates, run and data tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.config import AugmentConfig
+from core.models.estimate import estimate_epoch, seconds_per_image
+from ui import figures, run_view, runs_view
+from ui.data_view import group_by_folder, imbalance_message
+
+
+def _history(epochs: int = 3, *, phase_switch: int | None = None) -> list[dict]:
+    events = [{"type": "session"}]
+    for epoch in range(1, epochs + 1):
+        for step in (5, 10):
+            events.append(
+                {
+                    "type": "batch",
+                    "epoch": epoch,
+                    "step": step,
+                    "steps": 10,
+                    "loss": 2.0 / epoch,
+                    "images_per_second": 40.0 + epoch,
+                }
+            )
+        phase = "fine-tune" if phase_switch and epoch >= phase_switch else "head"
+        events.append(
+            {
+                "type": "epoch",
+                "epoch": epoch,
+                "loss": 1.0 / epoch,
+                "accuracy": 0.5 + epoch / 10,
+                "val_loss": 1.2 / epoch,
+                "val_accuracy": 0.4 + epoch / 10,
+                "phase": phase,
+            }
+        )
+    return events
+
+
+def test_history_figure_has_train_and_validation_points_per_epoch():
+    fig = figures.history_figure(_history(3), "accuracy")
+    train, val = fig.data
+    assert (train.name, val.name) == ("train", "validation")
+    assert list(train.x) == [1, 2, 3]
+    assert list(val.y) == pytest.approx([0.5, 0.6, 0.7])
+    assert fig.layout.yaxis.tickformat == ".0%"
+
+
+def test_history_figure_keeps_the_last_record_of_a_repeated_epoch():
+    events = _history(2) + [{"type": "epoch", "epoch": 2, "loss": 0.1, "val_loss": 0.2}]
+    fig = figures.history_figure(events, "loss")
+    assert list(fig.data[0].x) == [1, 2]
+    assert fig.data[0].y[-1] == pytest.approx(0.1)
+
+
+def test_history_figure_marks_the_fine_tune_phase():
+    fig = figures.history_figure(_history(4, phase_switch=3), "loss")
+    assert len(fig.layout.shapes) == 1
+    assert fig.layout.shapes[0].x0 == pytest.approx(2.5)
+    assert fig.layout.annotations[0].text == "fine-tune"
+
+
+def test_history_figure_of_a_run_without_epochs_is_empty_but_valid():
+    fig = figures.history_figure([], "loss")
+    assert len(fig.data) == 2 and all(len(trace.x) == 0 for trace in fig.data)
+
+
+def test_batch_loss_figure_places_batches_in_epoch_units():
+    fig = figures.batch_loss_figure(_history(2))
+    assert list(fig.data[0].x) == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    assert list(fig.data[0].y) == pytest.approx([2.0, 2.0, 1.0, 1.0])
+
+
+def test_class_counts_figure_stacks_the_splits_from_a_dataframe():
+    counts = pd.DataFrame(
+        {"train": [7, 5], "val": [2, 1], "test": [1, 1], "total": [10, 7]}, index=["cat", "dog"]
+    )
+    fig = figures.class_counts_figure(counts)
+    assert [trace.name for trace in fig.data] == ["train", "validation", "test"]
+    assert list(fig.data[0].y) == ["cat", "dog"] and list(fig.data[0].x) == [7, 5]
+    assert fig.layout.barmode == "stack"
+
+
+def test_class_counts_figure_accepts_plain_counts():
+    fig = figures.class_counts_figure({"a": 3, "b": 4})
+    assert list(fig.data[0].x) == [3, 4]
+
+
+def test_block_diagram_greys_frozen_blocks_and_colours_the_head():
+    blocks = [
+        {"name": "stem", "params": 100, "trainable": False},
+        {"name": "block1", "params": 2000, "trainable": False},
+        {"name": "block2", "params": 3000, "trainable": True},
+        {"name": "head", "params": 50, "trainable": True},
+    ]
+    fig = figures.block_diagram_figure(blocks)
+    colors = list(fig.data[0].marker.color)
+    assert colors == [
+        figures.FROZEN_COLOR,
+        figures.FROZEN_COLOR,
+        figures.TRAINABLE_COLOR,
+        figures.HEAD_COLOR,
+    ]
+    assert list(fig.layout.xaxis.ticktext) == ["stem", "block1", "block2", "head"]
+
+
+def test_compare_figure_draws_one_line_per_run():
+    fig = figures.compare_figure({"a": _history(2), "b": _history(3)}, "val_accuracy")
+    assert [trace.name for trace in fig.data] == ["a", "b"]
+    assert len(fig.data[1].x) == 3
+
+
+def test_estimates_grow_with_size_and_trainable_blocks():
+    small = seconds_per_image("mobilenet_v2", 160, cpu_cores=2)
+    large = seconds_per_image("mobilenet_v2", 224, cpu_cores=2)
+    assert large > small
+    assert seconds_per_image("mobilenet_v2", 224, cpu_cores=2) == pytest.approx(1 / 114)
+    head = estimate_epoch("resnet50", 224, "head", train_images=500, val_images=100)
+    top = estimate_epoch("resnet50", 224, "top:4", train_images=500, val_images=100)
+    everything = estimate_epoch("resnet50", 224, "all", train_images=500, val_images=100)
+    assert head.later_epochs < head.first_epoch
+    assert head.later_epochs < top.later_epochs < everything.later_epochs
+    augmented = estimate_epoch(
+        "resnet50", 224, "head", train_images=500, val_images=100, augment=True
+    )
+    assert augmented.later_epochs > head.later_epochs
+
+
+def test_timing_and_advice():
+    from core.runs.store import RunStatus
+
+    status = RunStatus(
+        state="running",
+        started="2026-01-01T00:00:00.000+00:00",
+        epoch=1,
+        total_epochs=4,
+        step=0,
+        steps_per_epoch=10,
+    )
+    elapsed, eta = run_view.timing(status, now=status_time("2026-01-01T00:01:00+00:00"))
+    assert elapsed == pytest.approx(60) and eta == pytest.approx(180)
+    assert run_view.format_duration(75) == "1 min 15 s"
+    assert run_view.format_duration(None) == "–"
+    assert "learning rate" in run_view.failure_advice("loss became NaN at epoch 2")[0]
+    assert "batch size" in run_view.failure_advice("out of memory at batch size 64")[0]
+    events = _history(3)
+    assert run_view.best_val_accuracy(events) == pytest.approx(0.7)
+    assert run_view.latest_throughput(events) == pytest.approx(43.0)
+    assert run_view.throughput_metric(events) == ("Images / s", 43.0, run_view.IMAGES_HELP)
+    events[-2]["fast_path"] = True  # the head trained on precomputed features
+    label, value, help_text = run_view.throughput_metric(events)
+    assert (label, value) == ("Images / s (features)", 43.0)
+    assert help_text.startswith("Head-only training reuses precomputed features")
+    assert run_view.throughput_metric([]) == ("Images / s", None, run_view.IMAGES_HELP)
+
+
+def status_time(iso: str) -> float:
+    from core.runs.store import parse_time
+
+    return parse_time(iso)
+
+
+def test_setting_differences_lists_only_what_differs():
+    a = {"epochs": 5, "model": {"backbone": "x", "dense_units": []}, "name": "one"}
+    b = {"epochs": 8, "model": {"backbone": "x", "dense_units": [128]}, "name": "two"}
+    table = runs_view.setting_differences({"one": a, "two": b})
+    assert list(table.index) == ["epochs", "model.dense_units"]
+    assert list(table.loc["model.dense_units"]) == ["none", "128"]
+    assert runs_view.setting_differences({"one": a, "same": dict(a)}).empty
+
+
+def test_folder_upload_grouping_and_imbalance():
+    groups = group_by_folder(
+        [
+            ("shots/cats/a.jpg", b"1"),
+            ("shots/dogs/b.jpg", b"2"),
+            ("top.jpg", b"3"),
+            ("shots/__MACOSX/cats/._a.jpg", b"4"),
+            ("dogs/c.png", b"5"),
+        ]
+    )
+    assert groups == {"cats": [("a.jpg", b"1")], "dogs": [("b.jpg", b"2"), ("c.png", b"5")]}
+    assert imbalance_message({"a": 10, "b": 9}) is None
+    assert "unbalanced" in imbalance_message({"a": 30, "b": 5})
+
+
+def test_augment_preview_changes_images_with_the_training_layers(tmp_path):
+    from core.data.sample import write_class_folders
+    from core.models.augment_preview import augment_samples
+
+    write_class_folders(tmp_path, {"a": 2}, size=(48, 48))
+    paths = sorted(tmp_path.glob("a/*.jpg"))
+    rows = augment_samples(
+        paths, AugmentConfig(flip="horizontal", rotation=0.2), size=48, variants=2
+    )
+    assert len(rows) == 2 and len(rows[0]) == 3
+    assert rows[0][1].shape == (48, 48, 3) and rows[0][1].dtype == np.uint8
+    assert any(not np.array_equal(row[0], row[1]) for row in rows)
+    same = augment_samples(paths, AugmentConfig(), size=48, variants=1)
+    assert np.array_equal(same[0][0], same[0][1])

@@ -1,0 +1,266 @@
+"""Pure Plotly figure builders for the app: data in, ``plotly.graph_objects.Figure`` out.
+
+Nothing here imports streamlit or reads files, so every chart the pages show can be tested
+on plain lists and dictionaries. Metric events are the dictionaries a run writes to
+``metrics.jsonl`` (see :mod:`core.runs.store`): epoch events carry ``epoch`` plus Keras log keys
+such as ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``; batch events carry ``step``
+(and ``epoch``) plus ``loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+TRAIN_COLOR = "#2563EB"
+VAL_COLOR = "#F97316"
+TEST_COLOR = "#10B981"
+FROZEN_COLOR = "#CBD5E1"
+TRAINABLE_COLOR = "#2563EB"
+HEAD_COLOR = "#7C3AED"
+RUN_COLORS = ("#2563EB", "#F97316", "#10B981", "#DB2777", "#7C3AED", "#0891B2", "#CA8A04")
+_FONT = {"family": "Inter, Segoe UI, sans-serif", "size": 13}
+_METRIC_TITLES = {"loss": "Loss", "accuracy": "Accuracy"}
+
+
+def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = 320) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 15}},
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        margin={"l": 50, "r": 20, "t": 50, "b": 45},
+        template="plotly_white",
+        font=_FONT,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        hovermode="x unified",
+    )
+    return fig
+
+
+def event_kind(event: Mapping[str, Any]) -> str:
+    """Returns ``"epoch"``, ``"batch"`` or another kind named by an event's type field."""
+    for key in ("type", "event", "kind"):
+        if key in event:
+            return str(event[key])
+    return "epoch" if "val_loss" in event else "unknown"
+
+
+def epoch_events(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The epoch events of a run, in order, the last one per epoch number winning.
+
+    A resumed run can log an epoch twice; the later record replaces the earlier one.
+    """
+    by_epoch: dict[int, Mapping[str, Any]] = {}
+    for event in events:
+        if event_kind(event) == "epoch" and "epoch" in event:
+            by_epoch[int(event["epoch"])] = event
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def batch_events(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The batch events of a run, in the order they were written."""
+    return [event for event in events if event_kind(event) == "batch" and "loss" in event]
+
+
+def _epoch_x(event: Mapping[str, Any]) -> int:
+    # Keras counts epochs from 0; people count from 1. The engine writes 1-based numbers.
+    return int(event["epoch"])
+
+
+def _batch_x(event: Mapping[str, Any], index: int) -> float:
+    # Position in epochs: batch 50 of 100 in epoch 3 sits at 2.5, under the epoch-3 point.
+    steps = event.get("steps") or 0
+    if "epoch" in event and steps:
+        return int(event["epoch"]) - 1 + int(event.get("step", 0)) / int(steps)
+    return float(index + 1)
+
+
+def history_figure(
+    events: Iterable[Mapping[str, Any]], metric: str = "loss", *, title: str | None = None
+) -> go.Figure:
+    """Train and validation curves of one metric, one point per epoch.
+
+    Args:
+        events: Metric events of a run (epoch events are picked out; others are ignored).
+        metric: Keras log key without the ``val_`` prefix, e.g. ``"loss"`` or ``"accuracy"``.
+        title: Figure title; defaults to the metric's name.
+
+    Returns:
+        A figure with a "train" and a "validation" line (either may be empty) and a dotted
+        vertical line where the run switched to its fine-tune phase.
+    """
+    epochs = epoch_events(events)
+    fig = go.Figure()
+    for key, name, color in (
+        (metric, "train", TRAIN_COLOR),
+        (f"val_{metric}", "validation", VAL_COLOR),
+    ):
+        points = [(_epoch_x(e), e[key]) for e in epochs if e.get(key) is not None]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[p[1] for p in points],
+                mode="lines+markers",
+                name=name,
+                line={"color": color, "width": 2.5},
+                marker={"size": 7},
+            )
+        )
+    phases = [(_epoch_x(e), e.get("phase")) for e in epochs]
+    for (_, before), (epoch, after) in zip(phases, phases[1:], strict=False):
+        if before and after and before != after:
+            fig.add_vline(x=epoch - 0.5, line_dash="dot", line_color="#64748B")
+            fig.add_annotation(
+                x=epoch - 0.5, y=1, yref="paper", text=str(after), showarrow=False, yanchor="bottom"
+            )
+    label = _METRIC_TITLES.get(metric, metric.replace("_", " ").capitalize())
+    _layout(fig, title=title or label, x="epoch", y=label.lower())
+    fig.update_xaxes(dtick=1 if len(epochs) <= 20 else None, rangemode="tozero")
+    if metric == "accuracy":
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    elif not epochs:
+        fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def batch_loss_figure(events: Iterable[Mapping[str, Any]], *, max_points: int = 2000) -> go.Figure:
+    """Loss of every training batch, numbered across epochs (the last ``max_points`` shown)."""
+    batches = batch_events(events)[-max_points:]
+    xs = [_batch_x(e, i) for i, e in enumerate(batches)]
+    fig = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=[e["loss"] for e in batches],
+            mode="lines",
+            name="batch loss",
+            line={"color": TRAIN_COLOR, "width": 1.5},
+        )
+    )
+    _layout(fig, title="Loss per batch", x="epoch", y="loss", height=260)
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+def class_counts_figure(counts: Mapping[str, Mapping[str, int]] | Any) -> go.Figure:
+    """Stacked horizontal bars: images per class, split into train / validation / test.
+
+    Args:
+        counts: ``{class: {"train": n, "val": n, "test": n}}`` or a pandas DataFrame with
+            classes as the index and ``train``/``val``/``test`` columns (``Dataset.counts()``).
+
+    Returns:
+        The figure; a class with no split columns is drawn as one "images" bar.
+    """
+    if hasattr(counts, "to_dict") and hasattr(counts, "index"):
+        counts = {str(k): v for k, v in counts.to_dict(orient="index").items()}
+    classes = list(counts)
+    fig = go.Figure()
+    splits = (
+        ("train", "train", TRAIN_COLOR),
+        ("val", "validation", VAL_COLOR),
+        ("test", "test", TEST_COLOR),
+    )
+    has_splits = any(isinstance(v, Mapping) and "train" in v for v in counts.values())
+    if has_splits:
+        for key, name, color in splits:
+            fig.add_trace(
+                go.Bar(
+                    y=classes,
+                    x=[int(counts[c].get(key, 0)) for c in classes],
+                    name=name,
+                    orientation="h",
+                    marker_color=color,
+                )
+            )
+    else:
+        values = [int(v["total"]) if isinstance(v, Mapping) else int(v) for v in counts.values()]
+        fig.add_trace(
+            go.Bar(y=classes, x=values, name="images", orientation="h", marker_color=TRAIN_COLOR)
+        )
+    height = max(220, 60 + 34 * len(classes))
+    _layout(fig, title="Images per class", x="images", y="", height=height)
+    fig.update_layout(barmode="stack", hovermode="y unified", legend_traceorder="normal")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def block_diagram_figure(blocks: Sequence[Mapping[str, Any]], *, title: str = "") -> go.Figure:
+    """The network as a row of blocks from input to output, frozen blocks greyed.
+
+    Args:
+        blocks: ``[{"name": str, "params": int, "trainable": bool}, ...]`` from input to
+            output (``core.models.transfer.block_table``). A block named ``head`` is drawn in its
+            own colour.
+        title: Figure title.
+
+    Returns:
+        A bar per block whose height is its parameter count (log scale), coloured by
+        whether it trains.
+    """
+    names = [str(b["name"]) for b in blocks]
+    params = [max(int(b.get("params", 0)), 1) for b in blocks]
+    colors = []
+    states = []
+    for block in blocks:
+        trainable = bool(block.get("trainable"))
+        states.append("trains" if trainable else "frozen")
+        if str(block["name"]) == "head":
+            colors.append(HEAD_COLOR if trainable else FROZEN_COLOR)
+        else:
+            colors.append(TRAINABLE_COLOR if trainable else FROZEN_COLOR)
+    fig = go.Figure(
+        go.Bar(
+            x=list(range(len(names))),
+            y=params,
+            marker_color=colors,
+            marker_line={"color": "#475569", "width": 0.5},
+            customdata=list(
+                zip(names, [int(b.get("params", 0)) for b in blocks], states, strict=True)
+            ),
+            hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]:,} parameters<br>"
+            "%{customdata[2]}<extra></extra>",
+        )
+    )
+    _layout(fig, title=title, x="input  →  output", y="parameters", height=280)
+    fig.update_layout(showlegend=False, bargap=0.15, hovermode="closest")
+    fig.update_yaxes(type="log")
+    fig.update_xaxes(
+        tickmode="array", tickvals=list(range(len(names))), ticktext=names, tickangle=-45
+    )
+    return fig
+
+
+def compare_figure(
+    histories: Mapping[str, Iterable[Mapping[str, Any]]], metric: str = "val_accuracy"
+) -> go.Figure:
+    """Overlaid curves of one metric for several runs, one colour per run.
+
+    Args:
+        histories: Run label -> its metric events.
+        metric: Keras log key, e.g. ``"val_accuracy"`` or ``"loss"``.
+
+    Returns:
+        One line per run (epoch on x).
+    """
+    fig = go.Figure()
+    for index, (label, events) in enumerate(histories.items()):
+        points = [
+            (_epoch_x(e), e[metric]) for e in epoch_events(events) if e.get(metric) is not None
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[p[1] for p in points],
+                mode="lines+markers",
+                name=label,
+                line={"color": RUN_COLORS[index % len(RUN_COLORS)], "width": 2.5},
+            )
+        )
+    nice = metric.replace("val_", "validation ").replace("_", " ")
+    _layout(fig, title=nice.capitalize(), x="epoch", y=nice)
+    if metric.endswith("accuracy"):
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    return fig
