@@ -32,6 +32,9 @@ _TRAINABLE_RE = re.compile(r"^(head|all|top:(\d+))$")
 AUTO_HEAD_EPOCHS = 200
 AUTO_HEAD_LEARNING_RATE = 3e-3
 AUTO_HEAD_PATIENCE = 10
+# A validation loss that falls by less than this per epoch counts as not improving (a
+# separable dataset's loss creeps down for hundreds of epochs after accuracy settled).
+EARLY_STOPPING_MIN_DELTA = 1e-3
 # Part of the backbone trains from the first epoch: a few epochs at a fine-tuning rate.
 AUTO_EPOCHS = 10
 AUTO_LEARNING_RATE = 1e-4

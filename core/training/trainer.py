@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.atomic import atomic_write_bytes, atomic_write_json
-from core.config import TrainConfig
+from core.config import EARLY_STOPPING_MIN_DELTA, TrainConfig
 from core.data.image_cache import build_image_cache
 from core.models.model_io import save_model
 from core.runs.store import (
@@ -483,7 +483,11 @@ def _callbacks(
         saver,
     ]
     if phase.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=phase.patience, min_delta=EARLY_STOPPING_MIN_DELTA
+            )
+        )
     if config.schedule == "reduce_on_plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
