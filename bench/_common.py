@@ -577,7 +577,7 @@ def plain_keras_fit(
         metrics=["accuracy"],
     )
     fit_start = time.time()
-    model.fit(
+    history = model.fit(
         arrays.x_train,
         arrays.y_train,
         batch_size=batch_size,
@@ -590,7 +590,12 @@ def plain_keras_fit(
     if save_to is not None:
         model.save(save_to)
     seconds = time.perf_counter() - started
-    return Fit(seconds=seconds, epoch_ends=clock.ends, fit_start=fit_start)
+    return Fit(
+        seconds=seconds,
+        epoch_ends=clock.ends,
+        fit_start=fit_start,
+        extra={"history": {k: [float(v) for v in vs] for k, vs in history.history.items()}},
+    )
 
 
 def studio_run(config) -> Fit:

@@ -426,6 +426,8 @@ def write_recipe(run: str | os.PathLike[str], out: str | os.PathLike[str] | None
     config = read_config_dict(run_dir)
     if not config:
         raise FileNotFoundError(f"Run {run_dir.name!r} has no config.json to build a recipe from.")
+    # The recipe is plain numbers: settings left on auto become the values the run used.
+    config = TrainConfig.from_dict(config).resolved().to_dict()
     script = recipe_script(config, run_id=run_dir.name)
     target = Path(out) if out is not None else run_dir / "exports" / "recipe.zip"
     target.parent.mkdir(parents=True, exist_ok=True)

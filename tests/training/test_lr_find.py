@@ -59,11 +59,12 @@ def _check_curve(result: LrFindResult, steps: int) -> None:
 @pytest.mark.slow
 def test_lr_find_on_the_fast_path_trains_the_head_on_embeddings(tmp_path):
     config = small_config(make_dataset(tmp_path, per_class=8))
-    result = lr_find(config, steps=80, end_lr=100.0)
+    result = lr_find(config, steps=80)
     assert result.fast_path and result.trainable == "head"
     _check_curve(result, 80)
-    # A rate of 100 is far too large for Adam: the loss blows up before the end.
-    assert result.diverged and result.steps < 80
+    assert result.steps == 80 or result.diverged
+    # The head learnt during the sweep: the lowest loss is below the starting loss.
+    assert min(result.losses) < result.losses[0]
 
 
 @pytest.mark.slow
