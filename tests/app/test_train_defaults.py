@@ -31,7 +31,7 @@ def _sweep(suggestion: float) -> dict:
     }
 
 
-def test_train_page_says_what_the_defaults_do_and_one_click_uses_the_found_rate(ready):
+def test_train_page_says_what_the_defaults_do_and_one_click_uses_the_found_rate(ready):  # noqa: F811
     from core.runs.store import read_config, run_dir
     from core.training.jobs import cancel_run
 
@@ -65,7 +65,7 @@ def test_train_page_says_what_the_defaults_do_and_one_click_uses_the_found_rate(
     cancel_run(at.session_state["run_id"], grace_seconds=5)
 
 
-def test_find_a_learning_rate_runs_a_real_sweep(ready):
+def test_find_a_learning_rate_runs_a_real_sweep(ready):  # noqa: F811
     at = app_on("train", dataset_id=ready["dataset_id"], model_config=MODEL)
     no_exception(at)
     assert "train_lr_found" not in at.session_state
