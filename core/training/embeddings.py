@@ -161,23 +161,46 @@ def cached_embeddings(
         progress: Called with (done, total, message).
         should_stop: Raises to abandon the pass.
     """
-    folder = cache_dir() / "embeddings"
-    folder.mkdir(parents=True, exist_ok=True)
-    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
-    if npy.is_file() and index.is_file():
-        meta = json.loads(index.read_text())
-        array = np.load(npy, mmap_mode="r")
-        if meta.get("images") == list(image_names) and len(array) == len(image_names):
-            return EmbeddingCache(array=array, path=npy, seconds=0.0, reused=True)
+    found = _stored(key, image_names, (len(image_names),))
+    if found is not None:
+        return found
     started = time.monotonic()
     vectors = compute_embeddings(
         extractor, images, batch_size=batch_size, progress=progress, should_stop=should_stop
     )
-    seconds = time.monotonic() - started
+    return _store(key, vectors, image_names, time.monotonic() - started)
+
+
+def _stored(key: str, names: list[str], leading: tuple[int, ...]) -> EmbeddingCache | None:
+    """The vectors stored under ``key`` if they are of ``names`` with the leading ``shape``.
+
+    An unreadable, truncated or foreign file counts as absent (it is computed again).
+    """
+    folder = cache_dir() / "embeddings"
+    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
+    if not (npy.is_file() and index.is_file()):
+        return None
+    try:
+        meta = json.loads(index.read_text())
+        array = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("images") != list(names):
+        return None
+    if array.ndim != len(leading) + 1 or array.shape[: len(leading)] != leading:
+        return None
+    return EmbeddingCache(array=array, path=npy, seconds=0.0, reused=True)
+
+
+def _store(key: str, vectors: np.ndarray, names: list[str], seconds: float) -> EmbeddingCache:
+    """Saves ``vectors`` (and the row names they belong to) under ``key``, atomically."""
+    folder = cache_dir() / "embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
     tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
     try:
         np.save(tmp, vectors)
-        atomic_write_json(index, {"images": list(image_names), "seconds": seconds})
+        atomic_write_json(index, {"images": list(names), "seconds": seconds})
         os.replace(tmp, npy)
     finally:
         tmp.unlink(missing_ok=True)
@@ -231,25 +254,6 @@ def augmented_extractor(model, augment: AugmentConfig, seed: int):
     return keras.Model(inputs, x, name="augmented_extractor")
 
 
-@dataclass
-class ViewsCache:
-    """Augmented views of the training images.
-
-    Attributes:
-        array: ``(views, n_train, feature_dim)`` float32; ``array[v, i]`` is view ``v`` of
-            training image ``i`` (in the order of ``rows`` given to
-            :func:`cached_augmented_views`).
-        path: The ``.npy`` file.
-        seconds: Seconds spent computing them (0 when reused).
-        reused: Whether an earlier run's file was used.
-    """
-
-    array: np.ndarray
-    path: Path
-    seconds: float
-    reused: bool
-
-
 def cached_augmented_views(
     extractor,
     images: np.ndarray,
@@ -261,8 +265,11 @@ def cached_augmented_views(
     batch_size: int = 32,
     progress: Progress | None = None,
     should_stop: Callable[[], None] | None = None,
-) -> ViewsCache:
+) -> EmbeddingCache:
     """Returns ``views`` augmented embeddings of ``images[rows]``, computing them if needed.
+
+    The result's ``array`` is ``(views, len(rows), feature_dim)`` float32: ``array[v, i]``
+    is view ``v`` of the image in row ``rows[i]``.
 
     Args:
         extractor: From :func:`augmented_extractor` (augments on every call).
@@ -275,23 +282,9 @@ def cached_augmented_views(
         progress: Called with (done, total, message).
         should_stop: Raises to abandon the pass.
     """
-    folder = cache_dir() / "embeddings"
-    folder.mkdir(parents=True, exist_ok=True)
-    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
-    if npy.is_file() and index.is_file():
-        try:
-            meta = json.loads(index.read_text())
-            array = np.load(npy, mmap_mode="r")
-        except (OSError, ValueError):
-            meta, array = {}, None  # unreadable: computed again below
-        if (
-            isinstance(meta, dict)
-            and array is not None
-            and meta.get("images") == list(row_names)
-            and array.ndim == 3
-            and array.shape[:2] == (views, len(row_names))
-        ):
-            return ViewsCache(array=array, path=npy, seconds=0.0, reused=True)
+    found = _stored(key, row_names, (views, len(row_names)))
+    if found is not None:
+        return found
     rows = np.asarray(rows, dtype=np.int64)
     started = time.monotonic()
     out: np.ndarray | None = None
@@ -311,12 +304,4 @@ def cached_augmented_views(
                 should_stop()
     if out is None:
         raise ValueError("Cannot compute augmented views of zero training images.")
-    seconds = time.monotonic() - started
-    tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
-    try:
-        np.save(tmp, out)
-        atomic_write_json(index, {"images": list(row_names), "views": views, "seconds": seconds})
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return ViewsCache(array=out, path=npy, seconds=seconds, reused=False)
+    return _store(key, out, row_names, time.monotonic() - started)

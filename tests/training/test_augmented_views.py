@@ -76,6 +76,7 @@ def test_augmented_head_trains_on_cached_views_and_saves_the_whole_model(tmp_pat
     # The views are augmented: they differ from each other and from the plain embeddings.
     plain_names = names(summary["embedding_cache"])
     train_plain = plain[[plain_names.index(n) for n in train_names]]
+
     # (Random weights give tiny features: compare relative to their scale.)
     def differ(a, b) -> bool:
         return float(np.abs(a - b).max()) > 1e-2 * float(np.abs(b).max())
