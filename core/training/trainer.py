@@ -748,7 +748,9 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
         results.append(result)
         _save_weights_atomic(model, done_weights)
         atomic_write_json(done, {"epochs_done": epochs_done, "fast_path": result.fast_path})
-        ctx.set(epoch=epochs_done)
+        # A phase that stopped early shortens the plan: progress reaches 100% at the end.
+        later = sum(p.epochs for p in phases[phase.index :])
+        ctx.set(epoch=epochs_done, total_epochs=epochs_done + later)
 
     ctx.set(phase="saving", message="Saving the model.")
     if config.restore_best and saver.best is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.config import ModelConfig
 from tests.app.test_pages import (  # noqa: F401 - fixtures used by name
     app_on,
@@ -65,14 +67,21 @@ def test_train_page_says_what_the_defaults_do_and_one_click_uses_the_found_rate(
     cancel_run(at.session_state["run_id"], grace_seconds=5)
 
 
-def test_find_a_learning_rate_runs_a_real_sweep(ready):  # noqa: F811
-    at = app_on("train", dataset_id=ready["dataset_id"], model_config=MODEL)
+@pytest.mark.parametrize("trainable", ["head", "top:1"])
+def test_find_a_learning_rate_runs_a_real_sweep(ready, trainable):  # noqa: F811
+    model = ModelConfig(
+        backbone=MODEL.backbone, weights="none", image_size=32, trainable=trainable
+    )
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=model)
     no_exception(at)
+    words = " ".join(c.value for c in at.caption)
+    assert ("this takes seconds" in words) == (trainable == "head")
     assert "train_lr_found" not in at.session_state
     at.button(key="train_lr_find").click()
     at.run(timeout=300)
     no_exception(at)
     found = at.session_state["train_lr_found"]["result"]
-    assert found["fast_path"] is True and found["steps"] >= 10
+    assert found["fast_path"] is (trainable == "head") and found["trainable"] == trainable
+    assert found["steps"] >= 10
     assert found["learning_rates"][0] <= found["suggestion"] <= found["learning_rates"][-1]
     assert at.button(key="train_lr_use").label.startswith("Use ")

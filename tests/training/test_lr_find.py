@@ -102,6 +102,17 @@ def test_cli_lr_find_json_and_the_app_subprocess(tmp_path):
     assert bad.returncode == 2 and "steps must be an integer between 10" in bad.stderr
     from_app = lr_find_in_subprocess(small_config(dataset_id), steps=25)
     _check_curve(from_app, 25)
+    tuned = subprocess.run(
+        [sys.executable, "-m", "core", "lr-find", "--data", dataset_id, *flags]
+        + ["--trainable", "top:1", "--batch-size", "8", "--steps", "12", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    through_model = LrFindResult.from_dict(json.loads(tuned.stdout.strip().splitlines()[-1]))
+    assert not through_model.fast_path and through_model.trainable == "top:1"
+    _check_curve(through_model, 12)
 
 
 def test_results_that_are_not_lr_find_results_are_refused():
