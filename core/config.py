@@ -294,17 +294,22 @@ class TrainConfig:
         """One sentence that says what the auto settings of this config do."""
         if not self.auto_fields:
             return "Every setting is yours: nothing is chosen automatically."
-        if self.head_first:
+        kept = ", and the best epoch is kept" if self.restore_best else ""
+        if self.head_first and self.effective_patience:
             return (
                 f"By default the head trains until the validation loss stops improving "
                 f"({self.effective_patience} epochs without progress, at most "
                 f"{self.effective_epochs} epochs) at learning rate "
-                f"{self.effective_learning_rate:g}, and the best epoch is kept."
+                f"{self.effective_learning_rate:g}{kept}."
+            )
+        if self.head_first:
+            return (
+                f"By default the head trains {self.effective_epochs} epochs at learning rate "
+                f"{self.effective_learning_rate:g}{kept}."
             )
         return (
             f"By default the model trains {self.effective_epochs} epochs at learning rate "
-            f"{self.effective_learning_rate:g}, a rate low enough for pretrained weights, "
-            "and the best epoch is kept."
+            f"{self.effective_learning_rate:g}, a rate low enough for pretrained weights{kept}."
         )
 
     @property

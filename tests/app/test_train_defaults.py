@@ -69,9 +69,7 @@ def test_train_page_says_what_the_defaults_do_and_one_click_uses_the_found_rate(
 
 @pytest.mark.parametrize("trainable", ["head", "top:1"])
 def test_find_a_learning_rate_runs_a_real_sweep(ready, trainable):  # noqa: F811
-    model = ModelConfig(
-        backbone=MODEL.backbone, weights="none", image_size=32, trainable=trainable
-    )
+    model = ModelConfig(backbone=MODEL.backbone, weights="none", image_size=32, trainable=trainable)
     at = app_on("train", dataset_id=ready["dataset_id"], model_config=model)
     no_exception(at)
     words = " ".join(c.value for c in at.caption)
