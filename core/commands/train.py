@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ RESULT_KEYS = (
     "seconds",
     "device",
     "fast_path",
+    "strategy",
+    "replicas",
+    "workers",
+    "weights_sha256",
 )
 
 
@@ -68,6 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--mixed-precision", action="store_true")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--name", help="A label for the run.")
+    devices = parser.add_argument_group("devices")
+    devices.add_argument(
+        "--cpu-replicas",
+        type=int,
+        metavar="N",
+        help="Split the CPU into N logical devices and train with MirroredStrategy over them "
+        "(tests the multi-device path without GPUs; also TRANSFER_STUDIO_CPU_REPLICAS). With "
+        "TF_CONFIG set, every worker runs this command and worker 0 writes the run.",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--runs-dir", help="Folder for the run folder (default workspace/runs).")
     run.add_argument(
@@ -212,11 +226,70 @@ def run_foreground(folder: Path, *, resume: bool, as_json: bool) -> int:
     return EXIT_FAILED
 
 
+def _set_cpu_replicas(value: int | None) -> None:
+    from core.training.distribute import CPU_REPLICAS_ENV
+
+    if value is None:
+        return
+    if not 1 <= value <= 64:
+        raise CommandError(f"--cpu-replicas must be 1 to 64. Received: {value}")
+    # Through the environment: a background worker inherits it, and the strategy is made
+    # when the training process starts.
+    os.environ[CPU_REPLICAS_ENV] = str(value)
+
+
+def run_as_cluster_worker(config: Any, index: int, *, as_json: bool) -> int:
+    """Trains as a non-chief worker of a multi-worker run, writing nothing into the runs.
+
+    The worker takes part in every step, but keeps its status, metrics and model in a
+    folder of its own that is deleted at the end; it prints one JSON line with
+    ``"role": "worker"``. Only the chief (worker 0) writes the run folder.
+    """
+    import shutil
+    import tempfile
+
+    from core.runs.store import create_run, read_summary
+    from core.training.worker import run_worker
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"transfer-studio-worker{index}-"))
+    try:
+        folder = create_run(config, scratch)
+        final = run_worker(folder, echo=None if as_json else echo_event)
+        summary = read_summary(folder) or {}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # made above: ours to delete
+    result = {
+        "role": "worker",
+        "index": index,
+        "state": final.state,
+        "message": final.message,
+        **{
+            key: summary.get(key) for key in ("strategy", "replicas", "workers", "epochs_completed")
+        },
+        "weights_sha256": summary.get("weights_sha256"),
+    }
+    if as_json:
+        emit_json(result)
+    else:
+        progress(f"worker {index}: {final.state}. {final.message}")
+    return EXIT_OK if final.state == "completed" else EXIT_FAILED
+
+
 def handle(args: argparse.Namespace) -> int:
     """Handler of ``train``."""
     from core.runs.store import create_run, find_run
+    from core.training.distribute import ClusterConfigError, read_cluster
 
+    _set_cpu_replicas(args.cpu_replicas)
+    try:
+        cluster = read_cluster()
+    except ClusterConfigError as error:
+        raise CommandError(str(error)) from error
     config = build_config(args)
+    if cluster is not None and args.background:
+        raise CommandError("--background cannot be used with TF_CONFIG: run each worker itself")
+    if cluster is not None and not cluster.is_chief:
+        return run_as_cluster_worker(config, cluster.index, as_json=args.json)
     if args.background:
         from core.training.jobs import start_run
 

@@ -31,6 +31,8 @@ from core.workspace import cache_dir
 
 Progress = Callable[[int, int, str], None]
 METHODS = ("batches", "predict")
+#: ``"call"``: the model called on each batch (each worker of a multi-worker run).
+ALL_METHODS = (*METHODS, "call")
 
 
 def weights_identity(config: ModelConfig, seed: int) -> str:
@@ -80,15 +82,16 @@ def compute_embeddings(
         extractor: Keras model from raw 0..255 images to pooled features.
         images: ``(N, size, size, 3)`` array (may be memory-mapped).
         batch_size: Images per forward pass.
-        method: ``"batches"`` (compiled predict step per batch) or ``"predict"``.
+        method: ``"batches"`` (compiled predict step per batch), ``"predict"`` (Keras'
+            ``predict``, which a multi-device strategy distributes) or ``"call"``.
         progress: Called with (done, total, message) after each batch.
         should_stop: Called after each batch; raises to abandon the pass (cancel).
 
     Returns:
         ``(N, feature_dim)`` float32.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {set(METHODS)}. Received: method={method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {set(ALL_METHODS)}. Received: method={method!r}")
     total = len(images)
     if method == "predict":
         feeder = ArrayFeeder(images, np.arange(total), np.zeros((total, 1), "float32"), batch_size)
@@ -104,7 +107,11 @@ def compute_embeddings(
             # on a CPU, measured by bench/frozen.py); pad it and drop the padding's rows.
             padding = np.zeros((batch_size - rows, *batch.shape[1:]), dtype=batch.dtype)
             batch = np.concatenate([batch, padding])
-        features = np.asarray(extractor.predict_on_batch(batch), dtype="float32")[:rows]
+        if method == "call":
+            output = extractor(batch, training=False)
+        else:
+            output = extractor.predict_on_batch(batch)
+        features = np.asarray(output, dtype="float32")[:rows]
         if out is None:
             out = np.empty((total, features.shape[-1]), dtype="float32")
         out[start : start + rows] = features
@@ -143,6 +150,7 @@ def cached_embeddings(
     batch_size: int = 32,
     progress: Progress | None = None,
     should_stop: Callable[[], None] | None = None,
+    method: str = "batches",
 ) -> EmbeddingCache:
     """Returns the embeddings stored under ``key``, computing and saving them if needed.
 
@@ -154,6 +162,7 @@ def cached_embeddings(
         batch_size: Images per forward pass.
         progress: Called with (done, total, message).
         should_stop: Raises to abandon the pass.
+        method: How the pass runs (see :func:`compute_embeddings`).
     """
     folder = cache_dir() / "embeddings"
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,7 +174,12 @@ def cached_embeddings(
             return EmbeddingCache(array=array, path=npy, seconds=0.0, reused=True)
     started = time.monotonic()
     vectors = compute_embeddings(
-        extractor, images, batch_size=batch_size, progress=progress, should_stop=should_stop
+        extractor,
+        images,
+        batch_size=batch_size,
+        method=method,
+        progress=progress,
+        should_stop=should_stop,
     )
     seconds = time.monotonic() - started
     tmp = folder / f".{key}.{os.getpid()}.tmp.npy"

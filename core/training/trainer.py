@@ -43,6 +43,13 @@ from core.runs.store import (
 )
 from core.training.context import RunContext
 from core.training.devices import describe_devices
+from core.training.distribute import (
+    Distribution,
+    embedding_method,
+    setup_distribution,
+    weights_digest,
+    worker_inputs,
+)
 from core.training.embeddings import cached_embeddings, embedding_key
 from core.training.feeder import ArrayFeeder
 
@@ -185,10 +192,20 @@ class TrainingData:
     sample_weights: np.ndarray | None
 
 
-def prepare_device(config: TrainConfig, ctx: RunContext) -> Any:
-    """Seeds, sets the precision policy and returns the ``jit_compile`` setting for ``fit``."""
+def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribution]:
+    """Chooses the devices, seeds, sets the precision policy.
+
+    Returns:
+        The ``jit_compile`` setting for ``fit`` and the :class:`Distribution` (one device,
+        several local devices, or several workers) the run trains with.
+    """
     import keras
 
+    # First: a multi-device strategy must exist before the backend makes its devices.
+    dist = setup_distribution()
+    ctx.summary.update(dist.summary())
+    if dist.distributed:
+        ctx.note(dist.describe(config.batch_size))
     device = describe_devices()
     ctx.set(device=device["label"], phase="loading", message="Loading the dataset.")
     ctx.summary["device"] = device["label"]
@@ -199,7 +216,7 @@ def prepare_device(config: TrainConfig, ctx: RunContext) -> Any:
             ctx.note("Mixed precision needs a GPU; training in float32 on this CPU.")
     keras.utils.set_random_seed(config.seed)
     # XLA was 5-23x slower than graph mode on a 2-core CPU: only let Keras decide on a GPU.
-    return "auto" if device["kind"] == "gpu" else False
+    return ("auto" if device["kind"] == "gpu" else False), dist
 
 
 def prepare_data(config: TrainConfig, ctx: RunContext) -> TrainingData:
@@ -295,9 +312,26 @@ class PhaseResult:
 
 
 def _fit_inputs(
-    config: TrainConfig, data: TrainingData, source: Any, fast: bool, phase: Phase
+    config: TrainConfig,
+    data: TrainingData,
+    source: Any,
+    fast: bool,
+    phase: Phase,
+    dist: Distribution,
 ) -> tuple[dict[str, Any], int]:
     """``fit`` keyword arguments for the phase's inputs, and the steps per epoch."""
+    if dist.workers > 1:
+        return worker_inputs(
+            dist,
+            source,
+            data.train_rows,
+            data.train_targets,
+            data.val_rows,
+            data.val_targets,
+            global_batch=config.batch_size,
+            seed=config.seed + phase.index,
+            sample_weights=data.sample_weights,
+        )
     if fast:
         # Embeddings are small (20k images x 1280 floats = 100 MB): plain arrays let
         # Keras batch them without a Python call per step.
@@ -330,8 +364,18 @@ def _fit_inputs(
     return {"x": train_feed, "validation_data": val_feed}, len(train_feed)
 
 
-def _embed(config: TrainConfig, ctx: RunContext, data: TrainingData, model: keras.Model):
-    """The backbone embeddings of every image (computed once, cached across runs)."""
+def _embed(
+    config: TrainConfig,
+    ctx: RunContext,
+    data: TrainingData,
+    model: keras.Model,
+    dist: Distribution,
+):
+    """The backbone embeddings of every image (computed once, cached across runs).
+
+    On several local devices the pass is distributed (``predict`` splits each batch); each
+    worker of a multi-worker run computes all of them itself (every worker needs them all).
+    """
     from core.models.transfer import feature_extractor
 
     ctx.set(phase="embedding", message="Computing backbone embeddings once.")
@@ -343,6 +387,7 @@ def _embed(config: TrainConfig, ctx: RunContext, data: TrainingData, model: kera
         batch_size=min(64, max(8, config.batch_size)),
         progress=ctx.progress,
         should_stop=ctx.token.raise_if_set,
+        method=embedding_method(dist),
     )
     ctx.summary.update(
         {
@@ -422,6 +467,7 @@ def run_phase(
     total_epochs: int,
     jit_compile: Any,
     resume: bool,
+    dist: Distribution | None = None,
 ) -> PhaseResult:
     """Trains one phase (head, or fine-tune) from ``first_epoch`` for ``phase.epochs``.
 
@@ -432,16 +478,17 @@ def run_phase(
     from core.training.backup import AsyncBackupAndRestore
     from core.training.callbacks import LiveMetrics
 
+    dist = dist or Distribution()
     checkpoints = ctx.folder / CHECKPOINTS_DIR
     end_epoch = first_epoch + phase.epochs
     ctx.set(total_epochs=total_epochs)
     set_trainable(model, phase.trainable)
     fast = uses_fast_path(config, phase)
     if fast:
-        fit_model, source = head_of(model), _embed(config, ctx, data, model)
+        fit_model, source = head_of(model), _embed(config, ctx, data, model, dist)
     else:
         fit_model, source = model, data.cache.array
-    inputs, steps = _fit_inputs(config, data, source, fast, phase)
+    inputs, steps = _fit_inputs(config, data, source, fast, phase, dist)
     optimizer = make_optimizer(config, phase.learning_rate, steps * phase.epochs)
     _compile(fit_model, config, optimizer, jit_compile)
     if not fit_model.built:
@@ -546,16 +593,29 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
         core.training.context.NonFiniteLoss: When the loss became NaN or infinite.
         ValueError: When the dataset cannot be trained on (too few images, one class, ...).
     """
+    started = time.monotonic()
+    (ctx.folder / CHECKPOINTS_DIR).mkdir(exist_ok=True)
+    ctx.summary.update({"run_id": ctx.folder.name, "batch_size": config.batch_size})
+    jit_compile, dist = prepare_device(config, ctx)
+    data = prepare_data(config, ctx)
+    with dist.scope():
+        return _train_model(config, ctx, data, dist, jit_compile, resume, started)
+
+
+def _train_model(
+    config: TrainConfig,
+    ctx: RunContext,
+    data: TrainingData,
+    dist: Distribution,
+    jit_compile: Any,
+    resume: bool,
+    started: float,
+) -> dict[str, Any]:
+    """Builds the model and runs the phases (inside the distribution's scope)."""
     from core.models.transfer import build_model
     from core.training.callbacks import BestModelSaver
 
-    started = time.monotonic()
     checkpoints = ctx.folder / CHECKPOINTS_DIR
-    checkpoints.mkdir(exist_ok=True)
-    ctx.summary.update({"run_id": ctx.folder.name, "batch_size": config.batch_size})
-    jit_compile = prepare_device(config, ctx)
-    data = prepare_data(config, ctx)
-
     ctx.set(phase="loading", message=f"Building {config.model.backbone}.")
     model = build_model(config.model, len(data.classes), progress=ctx.progress)
     ctx.token.raise_if_set()
@@ -585,6 +645,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
             total_epochs=epochs_done + sum(p.epochs for p in phases[phase.index - 1 :]),
             jit_compile=jit_compile,
             resume=resume,
+            dist=dist,
         )
         epochs_done = result.epochs_done
         results.append(result)
@@ -602,6 +663,8 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
     if not save_full.path.is_file():
         save_full(epochs_done, {"epoch": epochs_done})
     _final_summary(config, ctx, saver, results, epochs_done, started)
+    if dist.distributed:
+        ctx.summary["weights_sha256"] = weights_digest(model)
     return ctx.summary
 
 
