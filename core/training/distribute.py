@@ -31,8 +31,25 @@ from typing import Any
 CPU_REPLICAS_ENV = "TRANSFER_STUDIO_CPU_REPLICAS"
 TF_CONFIG_ENV = "TF_CONFIG"
 #: A collective that waits longer than this for another worker fails the run (a dead worker
-#: must not hang the others forever).
+#: must not hang the others forever); ``TRANSFER_STUDIO_COLLECTIVE_TIMEOUT`` changes it.
+COLLECTIVE_TIMEOUT_ENV = "TRANSFER_STUDIO_COLLECTIVE_TIMEOUT"
 COLLECTIVE_TIMEOUT_S = 300
+
+
+def collective_timeout() -> float:
+    """Seconds a worker waits for the others at a step before the run fails."""
+    raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return float(COLLECTIVE_TIMEOUT_S)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"{COLLECTIVE_TIMEOUT_ENV} must be a positive number. Received: {raw!r}")
+    return value
+
+
 #: The Keras release whose TensorFlow trainer the multi-worker patches follow.
 KERAS_VERSION = "3.15.1"
 
@@ -213,7 +230,7 @@ def _tensorflow_distribution(replicas: int, cluster: Cluster | None) -> Distribu
 
     if cluster is not None:
         options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=COLLECTIVE_TIMEOUT_S
+            timeout_seconds=collective_timeout()
         )
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         _patch_keras_for_multi_worker()

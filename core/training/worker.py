@@ -48,7 +48,7 @@ from core.training.context import (
     TrainingCancelled,
 )
 from core.training.devices import gpu_queue_mode, visible_gpus
-from core.training.distribute import COLLECTIVE_TIMEOUT_S, is_worker_lost, read_cluster
+from core.training.distribute import collective_timeout, is_worker_lost, read_cluster
 from core.workspace import workspace_root
 
 DEVICE_LOCK_ENV = "TRANSFER_STUDIO_DEVICE"
@@ -258,7 +258,7 @@ def run_worker(
         if is_worker_lost(error):
             message = (
                 "Another worker of the cluster stopped answering (no reply within "
-                f"{COLLECTIVE_TIMEOUT_S} s), so the run stopped. Check that every worker in "
+                f"{collective_timeout():g} s), so the run stopped. Check that every worker in "
                 "TF_CONFIG is running and can reach the others, then resume."
             )
         elif is_out_of_memory(error):

@@ -145,41 +145,37 @@ def test_two_logical_cpus_train_like_one_device(tmp_path, workspace):
     assert abs(mirrored["best_val_accuracy"] - single["best_val_accuracy"]) <= 0.15
 
 
-def test_two_local_workers_train_one_run_and_only_the_chief_writes_it(tmp_path, workspace):
+def _cluster_config(tmp_path: Path, env: dict[str, str], epochs: int) -> Path:
+    """A run config (from a one-epoch run on a fresh dataset) that every worker reads."""
     dataset = make_dataset(tmp_path, per_class=16, size=64)
-    runs = tmp_path / "cluster-runs"
-    env = subprocess_env(workspace)
-    # One config file both workers read (a dataset id both see in the shared workspace).
     prepared = _train(["--data", dataset, *TRAIN_FLAGS, "--epochs", "1"], env)
     assert prepared.returncode == 0, prepared.stderr[-2000:]
-    config = Path(_last_json(prepared.stdout)["run_dir"]) / "config.json"
-    recipe = json.loads(config.read_text())
-    recipe["epochs"] = 4
+    recipe = json.loads((Path(_last_json(prepared.stdout)["run_dir"]) / "config.json").read_text())
+    recipe["epochs"] = epochs
     config = tmp_path / "run.json"
     config.write_text(json.dumps(recipe))
+    return config
+
+
+def _start_workers(config: Path, runs: Path, env: dict[str, str]) -> list[subprocess.Popen]:
     ports = _free_ports(2)
-    processes = []
-    for index in range(2):
-        worker_env = dict(env, TF_CONFIG=_tf_config(ports, index))
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "core",
-                    "train",
-                    "--config",
-                    str(config),
-                    "--runs-dir",
-                    str(runs),
-                    "--json",
-                ],
-                env=worker_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+    command = [sys.executable, "-m", "core", "train", "--config", str(config)]
+    return [
+        subprocess.Popen(
+            [*command, "--runs-dir", str(runs), "--json"],
+            env=dict(env, TF_CONFIG=_tf_config(ports, index)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        for index in range(2)
+    ]
+
+
+def test_two_local_workers_train_one_run_and_only_the_chief_writes_it(tmp_path, workspace):
+    runs = tmp_path / "cluster-runs"
+    env = subprocess_env(workspace)
+    processes = _start_workers(_cluster_config(tmp_path, env, epochs=4), runs, env)
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (_, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err[-3000:]
@@ -201,6 +197,32 @@ def test_two_local_workers_train_one_run_and_only_the_chief_writes_it(tmp_path, 
         assert (folders[0] / name).is_file(), name
     summary = json.loads((folders[0] / "summary.json").read_text())
     assert summary["workers"] == 2 and summary["epochs_completed"] == 4
+
+
+def test_a_dead_worker_fails_the_run_with_a_clear_message(tmp_path, workspace):
+    runs = tmp_path / "cluster-runs"
+    env = dict(subprocess_env(workspace), TRANSFER_STUDIO_COLLECTIVE_TIMEOUT="15")
+    chief, other = _start_workers(_cluster_config(tmp_path, env, epochs=500), runs, env)
+    try:
+        deadline = time.monotonic() + 300
+        metrics = None
+        while time.monotonic() < deadline and chief.poll() is None:
+            found = list(runs.glob("*/metrics.jsonl"))
+            if found and found[0].read_text().count('"type": "epoch"') >= 2:
+                metrics = found[0]
+                break
+            time.sleep(0.5)
+        assert metrics is not None, "the cluster never finished two epochs"
+        other.kill()  # the worker dies mid-run (kill -9)
+        out, err = chief.communicate(timeout=240)  # bounded: it must not wait forever
+    finally:
+        for process in (chief, other):
+            if process.poll() is None:
+                process.kill()
+    assert chief.returncode == 1, err[-2000:]
+    result = _last_json(out)
+    assert result["state"] == "failed"
+    assert "stopped answering" in result["message"] and "TF_CONFIG" in result["message"]
 
 
 def test_gpu_queue_settings(monkeypatch):
