@@ -236,6 +236,11 @@ def _set_cpu_replicas(value: int | None) -> None:
     # Through the environment: a background worker inherits it, and the strategy is made
     # when the training process starts.
     os.environ[CPU_REPLICAS_ENV] = str(value)
+    if value > 1:
+        # The JAX backend takes its CPU device count from XLA before it starts.
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={value}"
 
 
 def run_as_cluster_worker(config: Any, index: int, *, as_json: bool) -> int:

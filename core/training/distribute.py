@@ -351,7 +351,44 @@ def embedding_method(dist: Distribution) -> str:
     """
     if dist.workers > 1:
         return "call"
+    if dist.strategy_name == "DataParallel":
+        # JAX shards every batch evenly; the batch pass pads the last batch to full size.
+        return "batches"
     return "predict" if dist.distributed else "batches"
+
+
+def even_batch(dist: Distribution, batch: int) -> int:
+    """``batch`` rounded up to a multiple of the replicas where every batch must split evenly
+    (JAX's ``DataParallel``); unchanged elsewhere."""
+    if dist.strategy_name != "DataParallel" or not dist.distributed:
+        return batch
+    return -(-batch // dist.replicas) * dist.replicas
+
+
+def pad_for_replicas(dist: Distribution, rows: Any, targets: Any, weights: Any = None):
+    """Rows, targets and sample weights padded so every batch splits evenly over replicas.
+
+    Only for ``DataParallel`` (JAX), which refuses a batch it cannot split evenly (a short
+    last batch, a small validation set). The padding repeats the first row with weight 0, so
+    losses and metrics are exactly those of the real rows.
+
+    Returns:
+        ``(rows, targets, weights)``; ``weights`` is None when nothing was padded and none
+        were given.
+    """
+    import numpy as np
+
+    if dist.strategy_name != "DataParallel" or not dist.distributed:
+        return rows, targets, weights
+    rows = np.asarray(rows)
+    extra = (-len(rows)) % dist.replicas
+    if extra == 0:
+        return rows, targets, weights
+    base = np.ones(len(rows), "float32") if weights is None else np.asarray(weights, "float32")
+    rows = np.concatenate([rows, np.repeat(rows[:1], extra)])
+    targets = np.concatenate([np.asarray(targets), np.repeat(np.asarray(targets)[:1], extra, 0)])
+    weights = np.concatenate([base, np.zeros(extra, "float32")])
+    return rows, targets, weights
 
 
 def worker_inputs(

@@ -46,6 +46,8 @@ from core.training.devices import describe_devices
 from core.training.distribute import (
     Distribution,
     embedding_method,
+    even_batch,
+    pad_for_replicas,
     setup_distribution,
     weights_digest,
     worker_inputs,
@@ -332,34 +334,39 @@ def _fit_inputs(
             seed=config.seed + phase.index,
             sample_weights=data.sample_weights,
         )
+    batch = even_batch(dist, config.batch_size)
+    train_rows, train_targets, train_weights = pad_for_replicas(
+        dist, data.train_rows, data.train_targets, data.sample_weights
+    )
+    val_rows, val_targets, val_weights = pad_for_replicas(dist, data.val_rows, data.val_targets)
     if fast:
         # Embeddings are small (20k images x 1280 floats = 100 MB): plain arrays let
         # Keras batch them without a Python call per step.
+        validation = (np.asarray(source[val_rows], dtype="float32"), val_targets)
+        if val_weights is not None:
+            validation = (*validation, val_weights)
         inputs: dict[str, Any] = {
-            "x": np.asarray(source[data.train_rows], dtype="float32"),
-            "y": data.train_targets,
-            "sample_weight": data.sample_weights,
-            "batch_size": config.batch_size,
+            "x": np.asarray(source[train_rows], dtype="float32"),
+            "y": train_targets,
+            "sample_weight": train_weights,
+            "batch_size": batch,
             "shuffle": True,
-            "validation_data": (
-                np.asarray(source[data.val_rows], dtype="float32"),
-                data.val_targets,
-            ),
-            "validation_batch_size": max(config.batch_size, 256),
+            "validation_data": validation,
+            "validation_batch_size": even_batch(dist, max(batch, 256)),
         }
-        return inputs, -(-len(data.train_rows) // config.batch_size)
+        return inputs, -(-len(train_rows) // batch)
     train_feed = ArrayFeeder(
         source,
-        data.train_rows,
-        data.train_targets,
-        config.batch_size,
+        train_rows,
+        train_targets,
+        batch,
         shuffle=True,
         seed=config.seed + phase.index,
-        sample_weights=data.sample_weights,
+        sample_weights=train_weights,
         dtype="float32",
     )
     val_feed = ArrayFeeder(
-        source, data.val_rows, data.val_targets, config.batch_size, dtype="float32"
+        source, val_rows, val_targets, batch, sample_weights=val_weights, dtype="float32"
     )
     return {"x": train_feed, "validation_data": val_feed}, len(train_feed)
 
@@ -384,7 +391,7 @@ def _embed(
         data.cache.array,
         data.cache.images,
         embedding_key(data.fingerprint, config.model, config.seed),
-        batch_size=min(64, max(8, config.batch_size)),
+        batch_size=even_batch(dist, min(64, max(8, config.batch_size))),
         progress=ctx.progress,
         should_stop=ctx.token.raise_if_set,
         method=embedding_method(dist),

@@ -8,6 +8,7 @@ own process, because TensorFlow's devices are fixed once a process has made them
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -267,3 +268,25 @@ def test_one_run_per_gpu_lets_two_runs_train_at_once(tmp_path, workspace, monkey
     messages = " ".join((folder / "metrics.jsonl").read_text() for folder in folders)
     locks = sorted(p.name for p in (workspace / "locks").glob("*-gpu*.lock"))
     assert locks == ["device0-gpu0.lock", "device0-gpu1.lock"], (locks, messages[:200])
+
+
+def _jax_path() -> str | None:
+    """Where a JAX install can be found for a child process (None when there is none)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jax")
+    return str(Path(spec.origin).parent.parent) if spec and spec.origin else None
+
+
+@pytest.mark.skipif(_jax_path() is None, reason="JAX is not installed in this environment")
+def test_jax_backend_trains_data_parallel_over_two_cpu_devices(tmp_path, workspace):
+    # JAX's DataParallel refuses batches that do not split evenly; 9 validation images and
+    # an odd last batch are padded with zero-weight rows, so the metrics stay exact.
+    dataset = make_dataset(tmp_path, per_class=12, size=64)
+    env = dict(subprocess_env(workspace), KERAS_BACKEND="jax")
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], _jax_path()])
+    result = _train(["--data", dataset, *TRAIN_FLAGS, "--epochs", "10", "--cpu-replicas", "2"], env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = _last_json(result.stdout)
+    assert (final["strategy"], final["replicas"]) == ("DataParallel", 2)
+    assert final["best_val_accuracy"] >= 0.75
