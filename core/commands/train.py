@@ -73,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--mixed-precision", action="store_true")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--name", help="A label for the run.")
+    fit.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="Start from this finished run's trained model (same backbone and image size; "
+        "new classes get fresh outputs, removed ones are dropped).",
+    )
     devices = parser.add_argument_group("devices")
     devices.add_argument(
         "--cpu-replicas",
@@ -113,6 +119,7 @@ _TRAIN_FLAGS = {
     "fine_tune_lr_mult": "fine_tune_lr_mult",
     "seed": "seed",
     "name": "name",
+    "init_from": "init_from",
 }
 
 
@@ -175,7 +182,23 @@ def build_config(args: argparse.Namespace):
         raise CommandError(str(error)) from error
     if args.data:
         config = config.replace(dataset=_resolve_dataset(args.data))
+    if config.init_from:
+        config = _check_parent(config, args.runs_dir)
     return config
+
+
+def _check_parent(config: Any, runs_dir: str | None) -> Any:
+    """Refuses (exit 2) a parent run that cannot start this run, before anything trains."""
+    from core.data.store import DatasetError, load_dataset
+    from core.runs.lineage import IncompatibleParentError, plan_start
+
+    try:
+        classes = list(load_dataset(config.dataset).classes)
+        plan = plan_start(config, classes, root=runs_dir)
+    except (IncompatibleParentError, DatasetError) as error:
+        raise CommandError(str(error)) from error
+    progress(plan.sentence())
+    return config.replace(init_from=str(plan.parent_dir))
 
 
 def result_of(folder: Path) -> dict[str, Any]:

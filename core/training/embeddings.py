@@ -51,15 +51,25 @@ def weights_identity(config: ModelConfig, seed: int) -> str:
     return f"file-{digest.hexdigest()[:16]}"
 
 
-def embedding_key(fingerprint: str, config: ModelConfig, seed: int) -> str:
-    """File stem of the embeddings of a dataset state under a backbone configuration."""
+def embedding_key(
+    fingerprint: str, config: ModelConfig, seed: int, backbone_identity: str | None = None
+) -> str:
+    """File stem of the embeddings of a dataset state under a backbone configuration.
+
+    Args:
+        fingerprint: The dataset state.
+        config: The model settings.
+        seed: The run's seed (random initial weights depend on it).
+        backbone_identity: What the backbone's weights are when they do not follow from
+            ``config`` (a parent run that changed them); default :func:`weights_identity`.
+    """
     import keras
 
     parts = [
         fingerprint,
         config.backbone,
         str(config.image_size),
-        weights_identity(config, seed),
+        backbone_identity or weights_identity(config, seed),
         config.pooling,
         keras.backend.backend(),
     ]

@@ -182,6 +182,8 @@ class TrainingData:
         train_targets: One-hot targets of the train rows.
         val_targets: One-hot targets of the val rows.
         sample_weights: Per-row weights of the train rows (balanced classes), or None.
+        backbone_identity: What the backbone's weights are when they come from a parent run
+            that changed them (keys the embedding cache); None otherwise.
     """
 
     classes: list[str]
@@ -192,6 +194,7 @@ class TrainingData:
     train_targets: np.ndarray
     val_targets: np.ndarray
     sample_weights: np.ndarray | None
+    backbone_identity: str | None = None
 
 
 def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribution]:
@@ -390,7 +393,7 @@ def _embed(
         feature_extractor(model),
         data.cache.array,
         data.cache.images,
-        embedding_key(data.fingerprint, config.model, config.seed),
+        embedding_key(data.fingerprint, config.model, config.seed, data.backbone_identity),
         batch_size=even_batch(dist, min(64, max(8, config.batch_size))),
         progress=ctx.progress,
         should_stop=ctx.token.raise_if_set,
@@ -584,6 +587,21 @@ def _final_summary(
     )
 
 
+def _start_from_parent(
+    config: TrainConfig, ctx: RunContext, data: TrainingData, model: keras.Model
+) -> None:
+    """Loads the parent run's trained weights into ``model`` (``config.init_from``)."""
+    from core.runs.lineage import plan_start, start_from_parent
+
+    ctx.set(message=f"Starting from run {config.init_from}.")
+    plan = plan_start(config, data.classes, root=ctx.folder.parent)
+    start_from_parent(model, plan, data.classes)
+    if not plan.backbone_frozen:
+        data.backbone_identity = f"run-{plan.parent_id}"
+    ctx.summary.update(plan.to_dict())
+    ctx.note(plan.sentence())
+
+
 def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict[str, Any]:
     """Trains ``config`` into the run folder of ``ctx``.
 
@@ -625,6 +643,8 @@ def _train_model(
     checkpoints = ctx.folder / CHECKPOINTS_DIR
     ctx.set(phase="loading", message=f"Building {config.model.backbone}.")
     model = build_model(config.model, len(data.classes), progress=ctx.progress)
+    if config.init_from:
+        _start_from_parent(config, ctx, data, model)
     ctx.token.raise_if_set()
     save_full = ModelWriter(model, ctx.folder, config, data.classes)
     saver = BestModelSaver(save_full, best_path(ctx.folder), model)
