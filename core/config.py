@@ -194,6 +194,8 @@ class TrainConfig:
         mixed_precision: Use float16 compute (GPU only; ignored on CPU with a warning).
         seed: Seed for weights init, shuffling and augmentation.
         name: Optional human label for the run.
+        init_from: A finished run (id, or its folder) whose trained model is the starting
+            point instead of the pretrained backbone; empty = start from the backbone.
     """
 
     dataset: str
@@ -215,6 +217,7 @@ class TrainConfig:
     mixed_precision: bool = False
     seed: int = 42
     name: str = ""
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -243,6 +246,8 @@ class TrainConfig:
             _fail("fine_tune_trainable", "'top:N' or 'all'", self.fine_tune_trainable)
         _check_range("fine_tune_lr_mult", self.fine_tune_lr_mult, 1e-4, 10.0)
         _check_range("seed", self.seed, 0, 2**31 - 1, integer=True)
+        if not isinstance(self.init_from, str) or len(self.init_from) > 4096:
+            _fail("init_from", "a run id or run folder (a string)", self.init_from)
         for flag in ("restore_best", "mixed_precision"):
             if not isinstance(getattr(self, flag), bool):
                 _fail(flag, "True or False", getattr(self, flag))

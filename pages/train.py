@@ -10,6 +10,7 @@ from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
 from ui.lr_find_view import TEACHING_SENTENCE, lr_find_figure, sweep_caption
 from ui.nav import link
 from ui.router import require_router
+from ui.start_from import start_from_picker
 from ui.state import build_train_config, set_run
 from ui.train_form import hyperparameter_form
 
@@ -224,11 +225,14 @@ if active:
         "Another run started now waits in the queue until this one ends (one training at a "
         "time on this machine)."
     )
+init_from, refusal = "", None
 try:
     planned = build_train_config(dataset_id, st.session_state["train_config"])
 except ValueError as error:
     planned = None
     st.error(f"The saved settings cannot be used: {error}")
+if planned is not None and not problems:
+    init_from, refusal = start_from_picker(planned, list(dataset.classes))
 if planned is not None:
     st.markdown(f":material/auto_awesome: {planned.defaults_sentence()}")
     with st.expander("Find a good learning rate", icon=":material/query_stats:"):
@@ -236,9 +240,12 @@ if planned is not None:
 overrides = hyperparameter_form(st.session_state["train_config"])
 if overrides is not None and not problems:
     try:
-        config = build_train_config(dataset_id, overrides)
+        config = build_train_config(dataset_id, overrides).replace(init_from=init_from)
     except ValueError as error:
         st.error(f"These settings cannot be used: {error}")
+        st.stop()
+    if refusal:
+        st.error("Pick another starting point: the chosen run cannot be continued.")
         st.stop()
     from core.training.jobs import start_run
 

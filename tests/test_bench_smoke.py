@@ -22,6 +22,7 @@ SCRIPTS = {
     "finetune": [*TINY, "--images", "40", "--modes", "top:1"],
     "first_point": ["--quick", "--per-class", "8"],
     "memory": ["--quick", "--large", "48", "--small", "24"],
+    "distribute": [*TINY, "--images", "40", "--trainable", "head"],
 }
 
 

@@ -28,6 +28,15 @@ def device_panel() -> None:
     cols[1].markdown(f"**{info.get('name', 'unknown')}**  \nKeras backend: {info.get('backend')}")
     cols[2].metric("GPU memory" if gpu else "Memory", _gib(int(info.get("memory_bytes") or 0)))
     cols[3].metric("CPU cores", info.get("cpu_cores", "–"))
+    count = int(info.get("count") or 1)
+    if gpu and count > 1:
+        from core.training.devices import describe_queue
+
+        st.caption(
+            describe_queue(count)
+            + f" The batch size you set is the total per step, split over the GPUs (32 is "
+            f"{max(1, 32 // count)} per GPU); the learning rate is not changed."
+        )
     if not gpu:
         st.caption(
             "No GPU: training the head only (the default) is fast on a CPU; training the whole "

@@ -78,9 +78,18 @@ def _backbone_name(name: str) -> str:
     return spec.display_name.replace(" (offline)", "") if spec else name
 
 
+def parent_of(info: Any) -> str:
+    """The run this run started from ("" when it started from the pretrained backbone)."""
+    summary = info.summary or {}
+    if summary.get("parent_run"):
+        return str(summary["parent_run"])
+    init_from = (info.config or {}).get("init_from") or ""
+    return init_from.rstrip("/").rsplit("/", 1)[-1] if init_from else ""
+
+
 def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.DataFrame:
     """One row per run: date, name, dataset, backbone, what trained, epochs, val and test
-    accuracy of the saved (restored best) model, state."""
+    accuracy of the saved (restored best) model, state, and the run it started from."""
     rows = []
     for info in runs:
         config = info.config or {}
@@ -106,6 +115,7 @@ def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.Data
                 "test accuracy": _number(
                     (info.summary if isinstance(info.summary, dict) else {}).get("test_accuracy")
                 ),
+                "started from": _short_id(parent_of(info)) if parent_of(info) else "backbone",
                 "run id": info.run_id,
             }
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ RESULT_KEYS = (
     "seconds",
     "device",
     "fast_path",
+    "strategy",
+    "replicas",
+    "workers",
+    "weights_sha256",
 )
 
 
@@ -50,6 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a transfer-learning model on a dataset or an image folder/zip.",
     )
     add_config_arguments(parser)
+    devices = parser.add_argument_group("devices")
+    devices.add_argument(
+        "--cpu-replicas",
+        type=int,
+        metavar="N",
+        help="Split the CPU into N logical devices and train with MirroredStrategy over them "
+        "(tests the multi-device path without GPUs; also TRANSFER_STUDIO_CPU_REPLICAS). With "
+        "TF_CONFIG set, every worker runs this command and worker 0 writes the run.",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--runs-dir", help="Folder for the run folder (default workspace/runs).")
     run.add_argument(
@@ -100,6 +114,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--mixed-precision", action="store_true")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--name", help="A label for the run.")
+    fit.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="Start from this finished run's trained model (same backbone and image size; "
+        "new classes get fresh outputs, removed ones are dropped).",
+    )
 
 
 _MODEL_FLAGS = {
@@ -124,6 +144,7 @@ _TRAIN_FLAGS = {
     "fine_tune_lr_mult": "fine_tune_lr_mult",
     "seed": "seed",
     "name": "name",
+    "init_from": "init_from",
 }
 
 
@@ -188,7 +209,23 @@ def build_config(args: argparse.Namespace):
         raise CommandError(str(error)) from error
     if args.data:
         config = config.replace(dataset=_resolve_dataset(args.data))
+    if config.init_from:
+        config = _check_parent(config, args.runs_dir)
     return config
+
+
+def _check_parent(config: Any, runs_dir: str | None) -> Any:
+    """Refuses (exit 2) a parent run that cannot start this run, before anything trains."""
+    from core.data.store import DatasetError, load_dataset
+    from core.runs.lineage import IncompatibleParentError, plan_start
+
+    try:
+        classes = list(load_dataset(config.dataset).classes)
+        plan = plan_start(config, classes, root=runs_dir)
+    except (IncompatibleParentError, DatasetError) as error:
+        raise CommandError(str(error)) from error
+    progress(plan.sentence())
+    return config.replace(init_from=str(plan.parent_dir))
 
 
 def result_of(folder: Path) -> dict[str, Any]:
@@ -239,11 +276,75 @@ def run_foreground(folder: Path, *, resume: bool, as_json: bool) -> int:
     return EXIT_FAILED
 
 
+def _set_cpu_replicas(value: int | None) -> None:
+    from core.training.distribute import CPU_REPLICAS_ENV
+
+    if value is None:
+        return
+    if not 1 <= value <= 64:
+        raise CommandError(f"--cpu-replicas must be 1 to 64. Received: {value}")
+    # Through the environment: a background worker inherits it, and the strategy is made
+    # when the training process starts.
+    os.environ[CPU_REPLICAS_ENV] = str(value)
+    if value > 1:
+        # The JAX backend takes its CPU device count from XLA before it starts.
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={value}"
+
+
+def run_as_cluster_worker(config: Any, index: int, *, as_json: bool) -> int:
+    """Trains as a non-chief worker of a multi-worker run, writing nothing into the runs.
+
+    The worker takes part in every step, but keeps its status, metrics and model in a
+    folder of its own that is deleted at the end; it prints one JSON line with
+    ``"role": "worker"``. Only the chief (worker 0) writes the run folder.
+    """
+    import shutil
+    import tempfile
+
+    from core.runs.store import create_run, read_summary
+    from core.training.worker import run_worker
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"transfer-studio-worker{index}-"))
+    try:
+        folder = create_run(config, scratch)
+        final = run_worker(folder, echo=None if as_json else echo_event)
+        summary = read_summary(folder) or {}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # made above: ours to delete
+    result = {
+        "role": "worker",
+        "index": index,
+        "state": final.state,
+        "message": final.message,
+        **{
+            key: summary.get(key) for key in ("strategy", "replicas", "workers", "epochs_completed")
+        },
+        "weights_sha256": summary.get("weights_sha256"),
+    }
+    if as_json:
+        emit_json(result)
+    else:
+        progress(f"worker {index}: {final.state}. {final.message}")
+    return EXIT_OK if final.state == "completed" else EXIT_FAILED
+
+
 def handle(args: argparse.Namespace) -> int:
     """Handler of ``train``."""
     from core.runs.store import create_run, find_run
+    from core.training.distribute import ClusterConfigError, read_cluster
 
+    _set_cpu_replicas(args.cpu_replicas)
+    try:
+        cluster = read_cluster()
+    except ClusterConfigError as error:
+        raise CommandError(str(error)) from error
     config = build_config(args)
+    if cluster is not None and args.background:
+        raise CommandError("--background cannot be used with TF_CONFIG: run each worker itself")
+    if cluster is not None and not cluster.is_chief:
+        return run_as_cluster_worker(config, cluster.index, as_json=args.json)
     if args.background:
         from core.training.jobs import start_run
 

@@ -6,6 +6,49 @@ import os
 from pathlib import Path
 from typing import Any
 
+GPU_QUEUE_ENV = "TRANSFER_STUDIO_GPU_QUEUE"
+GPU_QUEUE_MODES = ("all", "per-gpu")
+
+
+def gpu_queue_mode() -> str:
+    """How runs share several GPUs: ``"all"`` (one run at a time on every GPU, the default)
+    or ``"per-gpu"`` (one run per GPU at once), from ``TRANSFER_STUDIO_GPU_QUEUE``."""
+    mode = os.environ.get(GPU_QUEUE_ENV, "").strip() or "all"
+    if mode not in GPU_QUEUE_MODES:
+        raise ValueError(f"{GPU_QUEUE_ENV} must be one of {GPU_QUEUE_MODES}. Received: {mode!r}")
+    return mode
+
+
+def visible_gpus() -> list[str]:
+    """The NVIDIA GPUs this process may use, without starting any framework.
+
+    ``CUDA_VISIBLE_DEVICES`` when it is set (its entries), else one entry per GPU the driver
+    lists under ``/proc/driver/nvidia/gpus``.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [entry.strip() for entry in visible.split(",") if entry.strip() not in ("", "-1")]
+    driver = Path("/proc/driver/nvidia/gpus")
+    try:
+        return [str(i) for i in range(len(list(driver.iterdir())))]
+    except OSError:
+        return []
+
+
+def describe_queue(gpu_count: int) -> str:
+    """One sentence on how runs use the GPUs (for the device panel)."""
+    if gpu_count < 2:
+        return "One training at a time on this device; others wait in the queue."
+    if gpu_queue_mode() == "per-gpu":
+        return (
+            f"{gpu_count} GPUs, one run per GPU: up to {gpu_count} trainings at once "
+            f"({GPU_QUEUE_ENV}=per-gpu)."
+        )
+    return (
+        f"{gpu_count} GPUs: each training uses all of them (MirroredStrategy); others wait. "
+        f"Set {GPU_QUEUE_ENV}=per-gpu to run one training per GPU instead."
+    )
+
 
 def _cpu_name() -> str:
     try:

@@ -37,6 +37,8 @@ from core.workspace import cache_dir
 
 Progress = Callable[[int, int, str], None]
 METHODS = ("batches", "predict")
+#: ``"call"``: the model called on each batch (each worker of a multi-worker run).
+ALL_METHODS = (*METHODS, "call")
 
 
 def weights_identity(config: ModelConfig, seed: int) -> str:
@@ -55,15 +57,25 @@ def weights_identity(config: ModelConfig, seed: int) -> str:
     return f"file-{digest.hexdigest()[:16]}"
 
 
-def embedding_key(fingerprint: str, config: ModelConfig, seed: int) -> str:
-    """File stem of the embeddings of a dataset state under a backbone configuration."""
+def embedding_key(
+    fingerprint: str, config: ModelConfig, seed: int, backbone_identity: str | None = None
+) -> str:
+    """File stem of the embeddings of a dataset state under a backbone configuration.
+
+    Args:
+        fingerprint: The dataset state.
+        config: The model settings.
+        seed: The run's seed (random initial weights depend on it).
+        backbone_identity: What the backbone's weights are when they do not follow from
+            ``config`` (a parent run that changed them); default :func:`weights_identity`.
+    """
     import keras
 
     parts = [
         fingerprint,
         config.backbone,
         str(config.image_size),
-        weights_identity(config, seed),
+        backbone_identity or weights_identity(config, seed),
         config.pooling,
         keras.backend.backend(),
     ]
@@ -86,15 +98,16 @@ def compute_embeddings(
         extractor: Keras model from raw 0..255 images to pooled features.
         images: ``(N, size, size, 3)`` array (may be memory-mapped).
         batch_size: Images per forward pass.
-        method: ``"batches"`` (compiled predict step per batch) or ``"predict"``.
+        method: ``"batches"`` (compiled predict step per batch), ``"predict"`` (Keras'
+            ``predict``, which a multi-device strategy distributes) or ``"call"``.
         progress: Called with (done, total, message) after each batch.
         should_stop: Called after each batch; raises to abandon the pass (cancel).
 
     Returns:
         ``(N, feature_dim)`` float32.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {set(METHODS)}. Received: method={method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {set(ALL_METHODS)}. Received: method={method!r}")
     total = len(images)
     if method == "predict":
         feeder = ArrayFeeder(images, np.arange(total), np.zeros((total, 1), "float32"), batch_size)
@@ -110,7 +123,11 @@ def compute_embeddings(
             # on a CPU, measured by bench/frozen.py); pad it and drop the padding's rows.
             padding = np.zeros((batch_size - rows, *batch.shape[1:]), dtype=batch.dtype)
             batch = np.concatenate([batch, padding])
-        features = np.asarray(extractor.predict_on_batch(batch), dtype="float32")[:rows]
+        if method == "call":
+            output = extractor(batch, training=False)
+        else:
+            output = extractor.predict_on_batch(batch)
+        features = np.asarray(output, dtype="float32")[:rows]
         if out is None:
             out = np.empty((total, features.shape[-1]), dtype="float32")
         out[start : start + rows] = features
@@ -149,6 +166,7 @@ def cached_embeddings(
     batch_size: int = 32,
     progress: Progress | None = None,
     should_stop: Callable[[], None] | None = None,
+    method: str = "batches",
 ) -> EmbeddingCache:
     """Returns the embeddings stored under ``key``, computing and saving them if needed.
 
@@ -160,13 +178,19 @@ def cached_embeddings(
         batch_size: Images per forward pass.
         progress: Called with (done, total, message).
         should_stop: Raises to abandon the pass.
+        method: How the pass runs (see :func:`compute_embeddings`).
     """
     found = _stored(key, image_names, (len(image_names),))
     if found is not None:
         return found
     started = time.monotonic()
     vectors = compute_embeddings(
-        extractor, images, batch_size=batch_size, progress=progress, should_stop=should_stop
+        extractor,
+        images,
+        batch_size=batch_size,
+        method=method,
+        progress=progress,
+        should_stop=should_stop,
     )
     return _store(key, vectors, image_names, time.monotonic() - started)
 

@@ -218,18 +218,20 @@ def lr_find(
     steps = steps if steps is not None else (FAST_STEPS if fast else MODEL_STEPS)
     rates = rate_schedule(start_lr, end_lr, steps)
     ctx = _SweepContext(progress, token or CancelToken())
-    jit_compile = prepare_device(config, ctx)
+    jit_compile, dist = prepare_device(config, ctx)
     data = prepare_data(config, ctx)
-    model = build_model(config.model, len(data.classes))
-    set_trainable(model, phase.trainable)
-    if fast:
-        fit_model = head_of(model)
-        source = np.asarray(_embed(config, ctx, data, model)[data.train_rows], dtype="float32")
-        rows = np.arange(len(source))
-    else:
-        fit_model, source, rows = model, data.cache.array, data.train_rows
-    constant = config.replace(schedule="constant")
-    _compile(fit_model, constant, make_optimizer(constant, float(rates[0]), 1), jit_compile)
+    with dist.scope():
+        model = build_model(config.model, len(data.classes))
+        set_trainable(model, phase.trainable)
+        if fast:
+            fit_model = head_of(model)
+            embeddings = _embed(config, ctx, data, model, dist)
+            source = np.asarray(embeddings[data.train_rows], dtype="float32")
+            rows = np.arange(len(source))
+        else:
+            fit_model, source, rows = model, data.cache.array, data.train_rows
+        constant = config.replace(schedule="constant")
+        _compile(fit_model, constant, make_optimizer(constant, float(rates[0]), 1), jit_compile)
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(rows))
     batch = min(config.batch_size, len(rows))

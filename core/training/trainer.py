@@ -50,6 +50,15 @@ from core.runs.store import (
 )
 from core.training.context import RunContext
 from core.training.devices import describe_devices
+from core.training.distribute import (
+    Distribution,
+    embedding_method,
+    even_batch,
+    pad_for_replicas,
+    setup_distribution,
+    weights_digest,
+    worker_inputs,
+)
 from core.training.embeddings import (
     augmented_extractor,
     cached_augmented_views,
@@ -197,6 +206,8 @@ class TrainingData:
         train_targets: One-hot targets of the train rows.
         val_targets: One-hot targets of the val rows.
         sample_weights: Per-row weights of the train rows (balanced classes), or None.
+        backbone_identity: What the backbone's weights are when they come from a parent run
+            that changed them (keys the embedding cache); None otherwise.
         test_rows: Rows in the test split (never used to pick a model; only reported).
         test_targets: One-hot targets of the test rows.
         embeddings: The backbone embeddings of every cache row once the fast path loaded
@@ -211,6 +222,7 @@ class TrainingData:
     train_targets: np.ndarray
     val_targets: np.ndarray
     sample_weights: np.ndarray | None
+    backbone_identity: str | None = None
     test_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     test_targets: np.ndarray = dataclasses.field(
         default_factory=lambda: np.zeros((0, 0), "float32")
@@ -218,10 +230,20 @@ class TrainingData:
     embeddings: np.ndarray | None = None
 
 
-def prepare_device(config: TrainConfig, ctx: RunContext) -> Any:
-    """Seeds, sets the precision policy and returns the ``jit_compile`` setting for ``fit``."""
+def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribution]:
+    """Chooses the devices, seeds, sets the precision policy.
+
+    Returns:
+        The ``jit_compile`` setting for ``fit`` and the :class:`Distribution` (one device,
+        several local devices, or several workers) the run trains with.
+    """
     import keras
 
+    # First: a multi-device strategy must exist before the backend makes its devices.
+    dist = setup_distribution()
+    ctx.summary.update(dist.summary())
+    if dist.distributed:
+        ctx.note(dist.describe(config.batch_size))
     device = describe_devices()
     ctx.set(device=device["label"], phase="loading", message="Loading the dataset.")
     ctx.summary["device"] = device["label"]
@@ -232,7 +254,7 @@ def prepare_device(config: TrainConfig, ctx: RunContext) -> Any:
             ctx.note("Mixed precision needs a GPU; training in float32 on this CPU.")
     keras.utils.set_random_seed(config.seed)
     # XLA was 5-23x slower than graph mode on a 2-core CPU: only let Keras decide on a GPU.
-    return "auto" if device["kind"] == "gpu" else False
+    return ("auto" if device["kind"] == "gpu" else False), dist
 
 
 def prepare_data(config: TrainConfig, ctx: RunContext) -> TrainingData:
@@ -338,9 +360,22 @@ def _fit_inputs(
     source: Any,
     fast: bool,
     phase: Phase,
+    dist: Distribution,
     views: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], int]:
     """``fit`` keyword arguments for the phase's inputs, and the steps per epoch."""
+    if dist.workers > 1:
+        return worker_inputs(
+            dist,
+            source,
+            data.train_rows,
+            data.train_targets,
+            data.val_rows,
+            data.val_targets,
+            global_batch=config.batch_size,
+            seed=config.seed + phase.index,
+            sample_weights=data.sample_weights,
+        )
     if fast and views is not None:
         feed = ViewFeeder(
             views,
@@ -358,40 +393,55 @@ def _fit_inputs(
             "validation_batch_size": max(config.batch_size, 256),
         }
         return inputs, len(feed)
+    batch = even_batch(dist, config.batch_size)
+    train_rows, train_targets, train_weights = pad_for_replicas(
+        dist, data.train_rows, data.train_targets, data.sample_weights
+    )
+    val_rows, val_targets, val_weights = pad_for_replicas(dist, data.val_rows, data.val_targets)
     if fast:
         # Embeddings are small (20k images x 1280 floats = 100 MB): plain arrays let
         # Keras batch them without a Python call per step.
+        validation = (np.asarray(source[val_rows], dtype="float32"), val_targets)
+        if val_weights is not None:
+            validation = (*validation, val_weights)
         inputs: dict[str, Any] = {
-            "x": np.asarray(source[data.train_rows], dtype="float32"),
-            "y": data.train_targets,
-            "sample_weight": data.sample_weights,
-            "batch_size": config.batch_size,
+            "x": np.asarray(source[train_rows], dtype="float32"),
+            "y": train_targets,
+            "sample_weight": train_weights,
+            "batch_size": batch,
             "shuffle": True,
-            "validation_data": (
-                np.asarray(source[data.val_rows], dtype="float32"),
-                data.val_targets,
-            ),
-            "validation_batch_size": max(config.batch_size, 256),
+            "validation_data": validation,
+            "validation_batch_size": even_batch(dist, max(batch, 256)),
         }
-        return inputs, -(-len(data.train_rows) // config.batch_size)
+        return inputs, -(-len(train_rows) // batch)
     train_feed = ArrayFeeder(
         source,
-        data.train_rows,
-        data.train_targets,
-        config.batch_size,
+        train_rows,
+        train_targets,
+        batch,
         shuffle=True,
         seed=config.seed + phase.index,
-        sample_weights=data.sample_weights,
+        sample_weights=train_weights,
         dtype="float32",
     )
     val_feed = ArrayFeeder(
-        source, data.val_rows, data.val_targets, config.batch_size, dtype="float32"
+        source, val_rows, val_targets, batch, sample_weights=val_weights, dtype="float32"
     )
     return {"x": train_feed, "validation_data": val_feed}, len(train_feed)
 
 
-def _embed(config: TrainConfig, ctx: RunContext, data: TrainingData, model: keras.Model):
-    """The backbone embeddings of every image (computed once, cached across runs)."""
+def _embed(
+    config: TrainConfig,
+    ctx: RunContext,
+    data: TrainingData,
+    model: keras.Model,
+    dist: Distribution,
+):
+    """The backbone embeddings of every image (computed once, cached across runs).
+
+    On several local devices the pass is distributed (``predict`` splits each batch); each
+    worker of a multi-worker run computes all of them itself (every worker needs them all).
+    """
     from core.models.transfer import feature_extractor
 
     if data.embeddings is not None:
@@ -401,10 +451,11 @@ def _embed(config: TrainConfig, ctx: RunContext, data: TrainingData, model: kera
         feature_extractor(model),
         data.cache.array,
         data.cache.images,
-        embedding_key(data.fingerprint, config.model, config.seed),
-        batch_size=min(64, max(8, config.batch_size)),
+        embedding_key(data.fingerprint, config.model, config.seed, data.backbone_identity),
+        batch_size=even_batch(dist, min(64, max(8, config.batch_size))),
         progress=ctx.progress,
         should_stop=ctx.token.raise_if_set,
+        method=embedding_method(dist),
     )
     ctx.summary.update(
         {
@@ -432,9 +483,8 @@ def _augmented_views(
         phase="embedding",
         message=f"Embedding {augment.views} augmented views of each training image once.",
     )
-    key = views_key(
-        embedding_key(data.fingerprint, config.model, config.seed), augment, config.seed
-    )
+    base = embedding_key(data.fingerprint, config.model, config.seed, data.backbone_identity)
+    key = views_key(base, augment, config.seed)
     names = [data.cache.images[row] for row in data.train_rows]
     views = cached_augmented_views(
         augmented_extractor(model, augment, config.seed),
@@ -520,6 +570,7 @@ def run_phase(
     total_epochs: int,
     jit_compile: Any,
     resume: bool,
+    dist: Distribution | None = None,
 ) -> PhaseResult:
     """Trains one phase (head, or fine-tune) from ``first_epoch`` for ``phase.epochs``.
 
@@ -530,19 +581,28 @@ def run_phase(
     from core.training.backup import AsyncBackupAndRestore
     from core.training.callbacks import LiveMetrics
 
+    dist = dist or Distribution()
     checkpoints = ctx.folder / CHECKPOINTS_DIR
     end_epoch = first_epoch + phase.epochs
     ctx.set(total_epochs=total_epochs)
     set_trainable(model, phase.trainable)
     fast = uses_fast_path(config, phase)
     views = None
+    if fast and uses_augmented_views(config, phase) and dist.distributed:
+        # Cached views feed one process on one device; over several devices the augmented
+        # head trains through the whole model, augmenting every epoch.
+        fast = False
+        ctx.note(
+            "Augmented views are cached for one device; with several devices every epoch "
+            "augments and runs the whole model."
+        )
     if fast:
-        fit_model, source = head_of(model), _embed(config, ctx, data, model)
+        fit_model, source = head_of(model), _embed(config, ctx, data, model, dist)
         if uses_augmented_views(config, phase):
             views = _augmented_views(config, ctx, data, model)
     else:
         fit_model, source = model, data.cache.array
-    inputs, steps = _fit_inputs(config, data, source, fast, phase, views)
+    inputs, steps = _fit_inputs(config, data, source, fast, phase, dist, views)
     optimizer = make_optimizer(config, phase.learning_rate, steps * phase.epochs)
     _compile(fit_model, config, optimizer, jit_compile)
     if not fit_model.built:
@@ -610,7 +670,11 @@ def split_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, fl
 
 
 def evaluate_saved_model(
-    config: TrainConfig, ctx: RunContext, model: keras.Model, data: TrainingData
+    config: TrainConfig,
+    ctx: RunContext,
+    model: keras.Model,
+    data: TrainingData,
+    dist: Distribution | None = None,
 ) -> dict[str, Any]:
     """Validation and test scores of ``model`` as it is saved (the restored best epoch).
 
@@ -627,7 +691,8 @@ def evaluate_saved_model(
     ctx.set(phase="evaluating", message="Scoring the saved model on the val and test splits.")
     rows = np.concatenate([data.val_rows, data.test_rows])
     if all(uses_fast_path(config, p) for p in plan_phases(config)):
-        features = np.asarray(_embed(config, ctx, data, model)[rows], dtype="float32")
+        embeddings = _embed(config, ctx, data, model, dist or Distribution())
+        features = np.asarray(embeddings[rows], dtype="float32")
         probabilities = np.asarray(head_of(model).predict(features, verbose=0, batch_size=256))
     else:
         order = np.argsort(rows)
@@ -688,6 +753,21 @@ def _final_summary(
     )
 
 
+def _start_from_parent(
+    config: TrainConfig, ctx: RunContext, data: TrainingData, model: keras.Model
+) -> None:
+    """Loads the parent run's trained weights into ``model`` (``config.init_from``)."""
+    from core.runs.lineage import plan_start, start_from_parent
+
+    ctx.set(message=f"Starting from run {config.init_from}.")
+    plan = plan_start(config, data.classes, root=ctx.folder.parent)
+    start_from_parent(model, plan, data.classes)
+    if not plan.backbone_frozen:
+        data.backbone_identity = f"run-{plan.parent_id}"
+    ctx.summary.update(plan.to_dict())
+    ctx.note(plan.sentence())
+
+
 def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict[str, Any]:
     """Trains ``config`` into the run folder of ``ctx``.
 
@@ -704,18 +784,33 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
         core.training.context.NonFiniteLoss: When the loss became NaN or infinite.
         ValueError: When the dataset cannot be trained on (too few images, one class, ...).
     """
+    started = time.monotonic()
+    (ctx.folder / CHECKPOINTS_DIR).mkdir(exist_ok=True)
+    ctx.summary.update({"run_id": ctx.folder.name, "batch_size": config.batch_size})
+    jit_compile, dist = prepare_device(config, ctx)
+    data = prepare_data(config, ctx)
+    with dist.scope():
+        return _train_model(config, ctx, data, dist, jit_compile, resume, started)
+
+
+def _train_model(
+    config: TrainConfig,
+    ctx: RunContext,
+    data: TrainingData,
+    dist: Distribution,
+    jit_compile: Any,
+    resume: bool,
+    started: float,
+) -> dict[str, Any]:
+    """Builds the model and runs the phases (inside the distribution's scope)."""
     from core.models.transfer import build_model
     from core.training.callbacks import BestModelSaver
 
-    started = time.monotonic()
     checkpoints = ctx.folder / CHECKPOINTS_DIR
-    checkpoints.mkdir(exist_ok=True)
-    ctx.summary.update({"run_id": ctx.folder.name, "batch_size": config.batch_size})
-    jit_compile = prepare_device(config, ctx)
-    data = prepare_data(config, ctx)
-
     ctx.set(phase="loading", message=f"Building {config.model.backbone}.")
     model = build_model(config.model, len(data.classes), progress=ctx.progress)
+    if config.init_from:
+        _start_from_parent(config, ctx, data, model)
     ctx.token.raise_if_set()
     save_full = ModelWriter(model, ctx.folder, config, data.classes)
     saver = BestModelSaver(save_full, best_path(ctx.folder), model)
@@ -743,6 +838,7 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
             total_epochs=epochs_done + sum(p.epochs for p in phases[phase.index - 1 :]),
             jit_compile=jit_compile,
             resume=resume,
+            dist=dist,
         )
         epochs_done = result.epochs_done
         results.append(result)
@@ -764,8 +860,10 @@ def train(config: TrainConfig, ctx: RunContext, *, resume: bool = False) -> dict
     elif config.restore_best and saver.best is not None and saver.best_weights is None:
         # The best epoch was saved in an earlier session: score what model.keras holds.
         model.load_weights(save_full.path)
-    scores = evaluate_saved_model(config, ctx, model, data)
+    scores = evaluate_saved_model(config, ctx, model, data, dist)
     _final_summary(config, ctx, saver, results, epochs_done, started)
+    if dist.distributed:
+        ctx.summary["weights_sha256"] = weights_digest(model)
     ctx.summary.update(scores)
     ctx.summary["settings"] = {
         "epochs": config.effective_epochs,

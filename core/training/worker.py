@@ -47,6 +47,8 @@ from core.training.context import (
     StatusWriter,
     TrainingCancelled,
 )
+from core.training.devices import gpu_queue_mode, visible_gpus
+from core.training.distribute import collective_timeout, is_worker_lost, read_cluster
 from core.workspace import workspace_root
 
 DEVICE_LOCK_ENV = "TRANSFER_STUDIO_DEVICE"
@@ -112,27 +114,50 @@ def _complete_summary(folder: Path, summary: dict[str, Any], status: RunStatus) 
     )
 
 
-def device_lock_path() -> Path:
-    """The lock file that admits one training at a time on this machine's device."""
+def device_lock_paths() -> list[tuple[Path, str | None]]:
+    """The locks that admit trainings on this machine's devices, with the GPU each stands for.
+
+    One lock (one training at a time, using every GPU) unless several GPUs are visible and
+    ``TRANSFER_STUDIO_GPU_QUEUE=per-gpu``: then one lock per GPU, and a run takes the first
+    free one (``CUDA_VISIBLE_DEVICES`` is set to it before TensorFlow starts).
+    """
     name = os.environ.get(DEVICE_LOCK_ENV, "device0")
+    cluster = read_cluster()
+    if cluster is not None:
+        # Each worker of a cluster holds its own machine's device; local test clusters share
+        # one workspace, so the lock is per worker.
+        name = f"{name}-worker{cluster.index}"
     folder = workspace_root() / "locks"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.lock"
+    gpus = visible_gpus()
+    if gpu_queue_mode() == "per-gpu" and len(gpus) > 1 and cluster is None:
+        return [(folder / f"{name}-gpu{gpu}.lock", gpu) for gpu in gpus]
+    return [(folder / f"{name}.lock", None)]
 
 
 def _wait_for_device(status: StatusWriter, token: CancelToken) -> int:
-    """Blocks until this worker holds the device lock; returns the open lock descriptor."""
-    path = device_lock_path()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Blocks until this worker holds a device lock; returns the open lock descriptor."""
+    candidates = device_lock_paths()
+    fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o644) for path, _ in candidates]
     announced = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
+    try:
+        while True:
+            for (path, gpu), fd in zip(candidates, fds, strict=True):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                path.with_suffix(".holder").write_text(f"run {status.status.run_id}\n")
+                if gpu is not None:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+                    status.set(message=f"Running on GPU {gpu} (one run per GPU).")
+                fds.remove(fd)
+                return fd
             if not announced:
-                holder = path.with_suffix(".holder")
+                holder = candidates[0][0].with_suffix(".holder")
                 who = holder.read_text().strip() if holder.exists() else "another run"
+                if len(candidates) > 1:
+                    who = f"one of {len(candidates)} runs (one per GPU)"
                 status.set(
                     state="queued",
                     phase="waiting",
@@ -140,11 +165,11 @@ def _wait_for_device(status: StatusWriter, token: CancelToken) -> int:
                 )
                 announced = True
             if token.is_set():
-                os.close(fd)
                 raise TrainingCancelled("Cancelled while waiting in the queue.") from None
             time.sleep(0.25)
-    path.with_suffix(".holder").write_text(f"run {status.status.run_id}\n")
-    return fd
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _install_signal_handlers(token: CancelToken) -> dict:
@@ -230,7 +255,13 @@ def run_worker(
         state, message = "failed", str(error) + _kept_model_sentence(folder)
     except BaseException as error:  # noqa: BLE001 - every failure becomes a status
         state = "failed"
-        if is_out_of_memory(error):
+        if is_worker_lost(error):
+            message = (
+                "Another worker of the cluster stopped answering (no reply within "
+                f"{collective_timeout():g} s), so the run stopped. Check that every worker in "
+                "TF_CONFIG is running and can reach the others, then resume."
+            )
+        elif is_out_of_memory(error):
             batch = context.summary.get("batch_size") or (config.batch_size if config else 0)
             message = out_of_memory_message(int(batch), writer.status.phase)
         elif isinstance(error, (ValueError, FileNotFoundError, KeyError)):

@@ -384,3 +384,38 @@ def test_runs_page_opens_a_run_in_train(ready):
     no_exception(at)
     assert at.session_state["run_id"] == ready["run_id"]
     assert at.title[0].value == "Train"
+
+
+START_FROM_MODEL = ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32)
+
+
+def test_train_page_starts_a_run_from_an_earlier_run(ready):
+    from core.runs.store import read_config, run_dir
+    from core.training.jobs import cancel_run
+
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=START_FROM_MODEL)
+    no_exception(at)
+    picker = at.selectbox(key="train_start_from")
+    assert picker.options[0].startswith("The pretrained backbone")
+    assert any("tiny run" in option for option in picker.options)
+    picker.set_value(ready["run_id"])
+    at.run()
+    no_exception(at)
+    assert any("Keeps what it learned about 3 class(es)" in c.value for c in at.caption)
+    at.number_input(key="train_epochs").set_value(1)
+    at.form_submit_button[0].click()
+    at.run()
+    no_exception(at)
+    run_id = at.session_state["run_id"]
+    assert run_id != ready["run_id"]
+    assert read_config(run_dir(run_id)).init_from == ready["run_id"]
+    cancel_run(run_id, grace_seconds=5)
+
+
+def test_runs_of_another_model_are_not_offered(ready):
+    other = ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=48)
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=other)
+    no_exception(at)
+    picker = at.selectbox(key="train_start_from")
+    assert len(picker.options) == 1
+    assert any("No earlier run with this model yet" in c.value for c in at.caption)

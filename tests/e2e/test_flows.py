@@ -249,3 +249,27 @@ def test_export_tflite_and_download(page, screenshots, studio_home, tmp_path):
     info.value.save_as(target)
     assert target.stat().st_size > 1000
     assert target.suffix in (".tflite", ".zip")
+
+
+def test_continue_from_an_earlier_run(page, screenshots, studio_home):
+    parent = _a_completed_run(page, studio_home)
+    load_sample(page)  # selects the sample dataset in this session (the parent's data)
+    nav(page, "Train")
+    wait_idle(page)
+    picker = page.get_by_test_id("stSelectbox").filter(has_text="Start from")
+    picker.click()
+    page.get_by_role("option", name=re.compile(r"^Run ")).first.click()
+    page.get_by_text(re.compile(r"Keeps what it learned about \d+ class")).wait_for()
+    shot(page, screenshots, "train-start-from")
+    child = start_training(page, epochs=1)
+    assert child and child != parent
+    wait_for_state(page, "completed")
+    config = json.loads((studio_home / "runs" / child / "config.json").read_text())
+    assert config["init_from"] == parent
+    open_page(page, "runs")
+    table = page.get_by_test_id("stDataFrame").first
+    table.wait_for()
+    wait_idle(page)
+    shot(page, screenshots, "runs-started-from")
+    summary = json.loads((studio_home / "runs" / child / "summary.json").read_text())
+    assert summary["parent_run"] == parent
