@@ -80,7 +80,7 @@ def _backbone_name(name: str) -> str:
 
 def parent_of(info: Any) -> str:
     """The run this run started from ("" when it started from the pretrained backbone)."""
-    summary = info.summary or {}
+    summary = info.summary if isinstance(info.summary, dict) else {}
     if summary.get("parent_run"):
         return str(summary["parent_run"])
     init_from = (info.config or {}).get("init_from") or ""
