@@ -249,6 +249,10 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _signed(value: int) -> str:
+    return f" + {value}" if value >= 0 else f" - {-value}"
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
@@ -367,10 +371,12 @@ def model_card(
         q_in, q_out = quantization["input"], quantization["output"]
         parts += [
             f"- Full-integer model: the input tensor is **{q_in['dtype']}**. Quantise each "
-            f"pixel value v as `round(v / {q_in['scale']:.8g} + {q_in['zero_point']})` "
-            "(clipped to the type's range).",
+            f"pixel value v as `round(v / {q_in['scale']:.8g}{_signed(q_in['zero_point'])})` "
+            f"(clipped to the type's range); scale {q_in['scale']:.8g}, zero point "
+            f"{q_in['zero_point']}.",
             f"- The output tensor is **{q_out['dtype']}**: probability = "
-            f"`(q - {q_out['zero_point']}) * {q_out['scale']:.8g}`.",
+            f"`(q{_signed(-q_out['zero_point'])}) * {q_out['scale']:.8g}`; scale "
+            f"{q_out['scale']:.8g}, zero point {q_out['zero_point']}.",
         ]
     else:
         parts.append("- float32 input.")

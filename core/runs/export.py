@@ -470,16 +470,40 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+# Runs a script with the interpreter's installed packages but without ``.pth`` hooks (an
+# editable install of this project is one) and proves the project cannot be imported.
+_CLEAN_BOOT = """import importlib.util, runpy, sys
+sys.path[:0] = {paths!r}
+if importlib.util.find_spec("core") is not None:
+    raise SystemExit("not a clean process: Transfer Studio's 'core' package is importable")
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def clean_python(script: str, *args: str) -> list[str]:
+    """Command line running ``script`` in a Python that cannot import this project.
+
+    ``python -I -S``: no PYTHONPATH, no user site, no script folder on the path and no ``.pth``
+    files (an editable install of this project is one); only the interpreter's installed
+    packages are added back. The child exits with an error if ``core`` is importable anyway.
+    """
+    import sysconfig
+
+    paths = list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+    return [sys.executable, "-I", "-S", "-c", _CLEAN_BOOT.format(paths=paths), script, *args]
+
+
 def run_bundle_predict(folder: Path, paths: list[Path]) -> np.ndarray:
     """Runs ``folder/predict.py --json`` on image files in a clean process; returns probabilities.
 
-    The child runs ``python -I`` (no PYTHONPATH, no user site, no script folder on the path)
-    with the bundle as working directory, so it can only use the bundle and its runtime.
+    The child is :func:`clean_python` with the bundle as working directory, so it can only use
+    the bundle and its runtime.
 
     Raises:
         RuntimeError: If ``predict.py`` fails or prints something unexpected.
     """
-    command = [sys.executable, "-I", "predict.py", "--json", *[str(p) for p in paths]]
+    command = clean_python("predict.py", "--json", *[str(p) for p in paths])
     completed = subprocess.run(
         command,
         cwd=folder,
@@ -658,7 +682,8 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
         settings["augmentation"] = ", ".join(f"{k}={v}" for k, v in on.items()) or "none"
     for key, value in config.items():
         if key not in ("model", "dataset") and isinstance(value, str | int | float | bool):
-            settings[key] = value
+            if value != "":
+                settings[key] = value
     return settings
 
 
@@ -843,6 +868,7 @@ def export_run(
             _write_card(staging, run_dir, run_model, fmt, metrics, parity, quantization)
 
         bundle_path = bundle_zip_path(folder)
+        staging.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be shared
         _replace_folder(staging, folder, fmt, default)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
