@@ -835,12 +835,13 @@ def export_run(
         FileNotFoundError: If the run has no model yet.
         RuntimeError: If the conversion fails, or the bundle fails in a clean process.
     """
-    check_backend(fmt)
+    check_format(fmt)
     say = progress or (lambda _message: None)
     run_dir = resolve_run_dir(run)
     default = default_export_dir(run_dir, fmt).expanduser().resolve()
     folder = Path(out).expanduser().resolve() if out is not None else default
-    check_target(folder, fmt, default=default)
+    check_target(folder, fmt, default=default)  # before anything slow: a refusal is instant
+    check_backend(fmt)
     if fmt == "web":
         bundle_mod.web_runtime_dir()
     run_model = run_model or load_run_model(run_dir)
