@@ -60,9 +60,7 @@ def pinned(distribution: str) -> str:
 def requirements_text(fmt: str) -> str:
     """The bundle's ``requirements.txt``: the pinned runtime ``predict.py`` needs."""
     lines = [pinned(name) for name in (*RUNTIME_PACKAGES[runtime_of(fmt)], *COMMON_PACKAGES)]
-    return "# What predict.py needs (pinned): pip install -r requirements.txt\n" + "\n".join(
-        lines
-    )
+    return "# What predict.py needs (pinned): pip install -r requirements.txt\n" + "\n".join(lines)
 
 
 def runtime_version(fmt: str) -> str:
@@ -306,7 +304,9 @@ def model_card(
         Markdown text.
     """
     splits = ("train", "val", "test")
-    totals = {split: sum(counts.get(label, {}).get(split, 0) for label in labels) for split in splits}
+    totals = {
+        split: sum(counts.get(label, {}).get(split, 0) for label in labels) for split in splits
+    }
     count_rows = [[label, *(counts.get(label, {}).get(s, 0) for s in splits)] for label in labels]
     count_rows.append(["**total**", *(totals[s] for s in splits)])
     parts = [
@@ -381,8 +381,7 @@ def model_card(
     else:
         parts.append("- float32 input.")
     parts += [
-        f"- Output: `(batch, {len(labels)})` softmax probabilities in the order of "
-        f"`labels.txt`.",
+        f"- Output: `(batch, {len(labels)})` softmax probabilities in the order of `labels.txt`.",
         "",
         "## How to run it",
         "",

@@ -399,7 +399,9 @@ class ParityImages:
     source: str
 
 
-def parity_files(run_model: Any, workdir: Path, *, limit: int = DEFAULT_PARITY_IMAGES) -> ParityImages:
+def parity_files(
+    run_model: Any, workdir: Path, *, limit: int = DEFAULT_PARITY_IMAGES
+) -> ParityImages:
     """The images the parity check runs: validation and test images, else training ones.
 
     When the dataset is gone, deterministic noise images are written to ``workdir`` as PNG
@@ -490,7 +492,9 @@ def clean_python(script: str, *args: str) -> list[str]:
     """
     import sysconfig
 
-    paths = list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+    paths = list(
+        dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    )
     return [sys.executable, "-I", "-S", "-c", _CLEAN_BOOT.format(paths=paths), script, *args]
 
 
@@ -681,9 +685,9 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
         on = {k: v for k, v in augment.items() if v not in (0, 0.0, "none", False, None)}
         settings["augmentation"] = ", ".join(f"{k}={v}" for k, v in on.items()) or "none"
     for key, value in config.items():
-        if key not in ("model", "dataset") and isinstance(value, str | int | float | bool):
-            if value != "":
-                settings[key] = value
+        scalar = isinstance(value, str | int | float | bool) and value != ""
+        if key not in ("model", "dataset") and scalar:
+            settings[key] = value
     return settings
 
 

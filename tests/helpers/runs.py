@@ -102,7 +102,10 @@ def save_legacy_model(model, path: Path, *, labels: list[str], mode: str = "tf")
     name = backbone_name(model)
     inputs = keras.Input(model.input_shape[1:], name="image")
     augmentation = Augmentation(
-        [keras.layers.RandomFlip("horizontal", name="flip"), SymmetricShear(0.1, 0.1, name="shear")],
+        [
+            keras.layers.RandomFlip("horizontal", name="flip"),
+            SymmetricShear(0.1, 0.1, name="shear"),
+        ],
         name="augmentation",
     )
     x = augmentation(inputs)

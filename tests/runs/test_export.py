@@ -91,13 +91,23 @@ def test_export_bundle_runs_alone_and_agrees_with_core_predict(run_dir, fmt, tmp
     folder = result.folder
     assert (folder / "labels.txt").read_text().split() == opened.labels
     requirements = [
-        line for line in (folder / "requirements.txt").read_text().splitlines() if line[:1].isalpha()
+        line
+        for line in (folder / "requirements.txt").read_text().splitlines()
+        if line[:1].isalpha()
     ]
     assert requirements and all("==" in line for line in requirements)
     for pin in (*RUNTIME_PINS[fmt], "numpy==", "pillow=="):
         assert any(line.startswith(pin) for line in requirements), (pin, requirements)
     card = (folder / "README.md").read_text()
-    for needle in ("## Classes", "F1", "## Input contract", "0..255", "RGB", "NHWC", "## Limitations"):
+    for needle in (
+        "## Classes",
+        "F1",
+        "## Input contract",
+        "0..255",
+        "RGB",
+        "NHWC",
+        "## Limitations",
+    ):
         assert needle in card, needle
     assert all(f"| {label} |" in card for label in opened.labels)
     assert f"{opened.image_size}, {opened.image_size}, 3" in card

@@ -1,0 +1,105 @@
+"""The web export runs in real Chromium from a plain static server and answers like the app.
+
+A small real run is exported with ``--format web``; its folder is served with the command its
+README documents (``python -m http.server``); pictures are uploaded through the page's file
+input, and ``#top-label`` must equal ``core predict``'s class. The page's own time per image
+(the model run, ``#time[data-ms]``) and the end-to-end time (file chosen -> result shown) are
+printed as ``web export: ...`` lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SCREENSHOTS, _free_port
+from tests.helpers.runs import make_dataset, make_run
+
+pytestmark = pytest.mark.e2e
+
+
+@contextlib.contextmanager
+def static_server(folder: Path):
+    """``python -m http.server`` in ``folder`` (what the bundle's README tells people to run)."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def web_bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workspace")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(root))
+        from core.data.store import load_dataset
+        from core.runs.export import export_run
+        from core.runs.predict import load_run_model, predict_sources
+
+        run_dir = make_run(make_dataset(tmp_path_factory.mktemp("source")))
+        opened = load_run_model(run_dir)
+        result = export_run(
+            run_dir, "web", tmp_path_factory.mktemp("out") / "web", run_model=opened
+        )
+        dataset = load_dataset(opened.config["dataset"])
+        images = [dataset.dir / p for p in dataset.frame("val")["image"]]
+        images += [dataset.dir / p for p in dataset.frame("test")["image"]]
+        expected = predict_sources(opened, images)
+    return result.folder, images, expected
+
+
+def test_web_export_classifies_uploads_like_core_predict(browser, web_bundle):
+    folder, images, expected = web_bundle
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    with static_server(folder) as url:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='true']")
+        model_ms, end_to_end_ms = [], []
+        for count, (image, want) in enumerate(zip(images, expected, strict=True), start=1):
+            started = time.perf_counter()
+            page.set_input_files("#file", str(image))
+            page.wait_for_selector(f"body[data-classified='{count}']")
+            end_to_end_ms.append(1000 * (time.perf_counter() - started))
+            model_ms.append(float(page.get_attribute("#time", "data-ms")))
+            assert page.inner_text("#top-label") == want["label"], image.name
+            shown = float(page.inner_text("#top-prob").rstrip("%")) / 100
+            assert shown == pytest.approx(want["confidence"], abs=0.05)
+            assert len(page.query_selector_all("#bars .bar-row")) == len(want["probabilities"])
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "web-export.png"), full_page=True)
+    context.close()
+    assert not errors, errors
+    assert all(request.startswith(url) or request.startswith("blob:") for request in requests)
+    print(
+        f"\nweb export: {statistics.median(model_ms):.1f} ms per image in the model "
+        f"(median of {len(model_ms)}, first {model_ms[0]:.1f} ms), "
+        f"{statistics.median(end_to_end_ms):.0f} ms from file chosen to result shown"
+    )
