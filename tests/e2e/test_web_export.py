@@ -103,3 +103,40 @@ def test_web_export_classifies_uploads_like_core_predict(browser, web_bundle):
         f"(median of {len(model_ms)}, first {model_ms[0]:.1f} ms), "
         f"{statistics.median(end_to_end_ms):.0f} ms from file chosen to result shown"
     )
+
+
+CASES = [(40, 40, 64), (64, 64, 64), (640, 480, 224), (333, 517, 96), (1000, 700, 96), (97, 31, 50)]
+
+
+def test_browser_resizes_exactly_like_the_app(browser, web_bundle):
+    """The page's resize reproduces Pillow's (training, evaluation and ``core predict``)."""
+    import numpy as np
+    from PIL import Image
+
+    from core.data.image_cache import resize_for_model
+
+    folder = web_bundle[0]
+    rng = np.random.default_rng(0)
+    context = browser.new_context()
+    page = context.new_page()
+    with static_server(folder) as url:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='true']")
+        for width, height, size in CASES:
+            # Smooth content with noise: both flat areas and edges get resampled.
+            base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+            image = Image.fromarray(base).resize((width, height), Image.Resampling.NEAREST)
+            pixels = np.asarray(image, dtype=np.uint8).copy()
+            pixels[::3] = rng.integers(0, 256, pixels[::3].shape, dtype=np.uint8)
+            expected = resize_for_model(Image.fromarray(pixels), size).astype(int)
+            got = page.evaluate(
+                """async ([data, w, h, s]) => {
+                  const m = await import("./classifier.js");
+                  return Array.from(m.resizeLikePillow(Uint8ClampedArray.from(data), w, h, s, s));
+                }""",
+                [pixels.reshape(-1).tolist(), width, height, size],
+            )
+            got = np.asarray(got, dtype=int).reshape(size, size, 3)
+            assert np.abs(got - expected).max() <= 1, (width, height, size)
+            assert (got == expected).mean() > 0.99, (width, height, size)
+    context.close()

@@ -43,29 +43,33 @@ export class Classifier {
     this.size = size;
     this.labels = labels;
     this.canvas = document.createElement("canvas");
-    this.canvas.width = size;
-    this.canvas.height = size;
     this.context = this.canvas.getContext("2d", { willReadFrequently: true });
-    this.context.imageSmoothingEnabled = true;
-    this.context.imageSmoothingQuality = "high";
-    this.busy = false;
   }
 
-  /** RGB 0..255 float32 pixels (NHWC, batch 1) of an image, video frame or canvas. */
+  /**
+   * RGB 0..255 float32 pixels (NHWC, batch 1) of an image, video frame or canvas, resized
+   * exactly as the app resizes (Pillow's bilinear filter with reducing_gap=3), so the browser
+   * sees the same pixels as `core predict`.
+   */
   pixels(source) {
-    const { size, context } = this;
-    context.clearRect(0, 0, size, size);
+    const width = source.videoWidth || source.naturalWidth || source.width;
+    const height = source.videoHeight || source.naturalHeight || source.height;
+    if (this.canvas.width !== width || this.canvas.height !== height) {
+      this.canvas.width = width;
+      this.canvas.height = height;
+    }
+    const { context } = this;
     context.fillStyle = "#ffffff"; // transparent pixels on white, as in the app
-    context.fillRect(0, 0, size, size);
-    context.drawImage(source, 0, 0, size, size);
-    const rgba = context.getImageData(0, 0, size, size).data;
-    const rgb = new Float32Array(size * size * 3);
+    context.fillRect(0, 0, width, height);
+    context.drawImage(source, 0, 0, width, height);
+    const rgba = context.getImageData(0, 0, width, height).data;
+    const rgb = new Uint8ClampedArray(width * height * 3);
     for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
       rgb[j] = rgba[i];
       rgb[j + 1] = rgba[i + 1];
       rgb[j + 2] = rgba[i + 2];
     }
-    return rgb;
+    return Float32Array.from(resizeLikePillow(rgb, width, height, this.size, this.size));
   }
 
   /**
@@ -86,9 +90,154 @@ export class Classifier {
   }
 }
 
+// ---------------------------------------------------------------- Pillow-exact resizing
+//
+// Pillow's Image.resize(size, BILINEAR, reducing_gap=3.0): when the picture is at least 3x the
+// target, first Image.reduce (box average, Reduce.c's fixed-point rounding), then a separable
+// bilinear pass (Resample.c: horizontal, rounded to 8 bits, then vertical; 22-bit fixed-point
+// coefficients). Canvas scaling uses other filters, which changes answers near a tie.
+
+const PRECISION_BITS = 22;
+const ONE = 2 ** PRECISION_BITS;
+
+function bilinearCoefficients(inSize, in0, in1, outSize) {
+  const scale = (in1 - in0) / outSize;
+  const filterScale = Math.max(scale, 1.0);
+  const support = 1.0 * filterScale;
+  const kernelSize = Math.ceil(support) * 2 + 1;
+  const bounds = new Int32Array(outSize * 2);
+  const weights = new Float64Array(outSize * kernelSize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = in0 + (xx + 0.5) * scale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let total = 0.0;
+    for (let x = 0; x < xmax; x++) {
+      let w = Math.abs((x + xmin - center + 0.5) / filterScale);
+      w = w < 1.0 ? 1.0 - w : 0.0;
+      weights[xx * kernelSize + x] = w;
+      total += w;
+    }
+    for (let x = 0; x < xmax; x++) {
+      if (total !== 0.0) weights[xx * kernelSize + x] /= total;
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  const fixed = new Float64Array(weights.length);
+  for (let i = 0; i < weights.length; i++) {
+    fixed[i] = weights[i] < 0 ? Math.trunc(-0.5 + weights[i] * ONE) : Math.trunc(0.5 + weights[i] * ONE);
+  }
+  return { bounds, fixed, kernelSize };
+}
+
+function clip8(value) {
+  if (value >= ONE * 256) return 255;
+  if (value <= 0) return 0;
+  return Math.floor(value / ONE);
+}
+
+function reduceMultiplier(count) {
+  // Reduce.c: (UINT32)((float)(1 << 30) * 4.0 / (float)((1 << 8) * count))
+  return Math.trunc(Math.fround(4294967296 / Math.fround(256 * count)));
+}
+
+function reduceBox(rgb, width, height, fx, fy) {
+  const outW = Math.ceil(width / fx);
+  const outH = Math.ceil(height / fy);
+  const out = new Uint8ClampedArray(outW * outH * 3);
+  for (let y = 0; y < outH; y++) {
+    const y0 = y * fy;
+    const y1 = Math.min(y0 + fy, height);
+    for (let x = 0; x < outW; x++) {
+      const x0 = x * fx;
+      const x1 = Math.min(x0 + fx, width);
+      const count = (y1 - y0) * (x1 - x0);
+      const multiplier = reduceMultiplier(count);
+      const amend = Math.trunc(count / 2);
+      for (let c = 0; c < 3; c++) {
+        let sum = amend;
+        for (let yy = y0; yy < y1; yy++) {
+          for (let xx = x0; xx < x1; xx++) sum += rgb[(yy * width + xx) * 3 + c];
+        }
+        out[(y * outW + x) * 3 + c] = Math.floor((sum * multiplier) / 16777216);
+      }
+    }
+  }
+  return { rgb: out, width: outW, height: outH };
+}
+
+/** Resizes packed RGB bytes to outW x outH the way Pillow does (see above). */
+export function resizeLikePillow(rgb, width, height, outW, outH) {
+  if (width === outW && height === outH) return rgb;
+  let box = [0, 0, width, height];
+  const fx = Math.trunc(width / outW / 3.0) || 1;
+  const fy = Math.trunc(height / outH / 3.0) || 1;
+  if (fx > 1 || fy > 1) {
+    ({ rgb, width, height } = reduceBox(rgb, width, height, fx, fy));
+    box = [0, 0, box[2] / fx, box[3] / fy];
+  }
+  const horizontal = bilinearCoefficients(width, box[0], box[2], outW);
+  const vertical = bilinearCoefficients(height, box[1], box[3], outH);
+  const needHorizontal = outW !== width || box[0] !== 0 || box[2] !== outW;
+  const needVertical = outH !== height || box[1] !== 0 || box[3] !== outH;
+  const first = vertical.bounds[0];
+  const last = vertical.bounds[outH * 2 - 2] + vertical.bounds[outH * 2 - 1];
+  let source = rgb;
+  let rows = height;
+  let rowOffset = 0;
+  let sourceWidth = width;
+  if (needHorizontal) {
+    rows = last - first;
+    const temp = new Uint8ClampedArray(outW * rows * 3);
+    const { bounds, fixed, kernelSize } = horizontal;
+    for (let yy = 0; yy < rows; yy++) {
+      const row = (yy + first) * width;
+      for (let xx = 0; xx < outW; xx++) {
+        const xmin = bounds[xx * 2];
+        const xmax = bounds[xx * 2 + 1];
+        const k = xx * kernelSize;
+        for (let c = 0; c < 3; c++) {
+          let sum = ONE / 2;
+          for (let x = 0; x < xmax; x++) sum += source[(row + x + xmin) * 3 + c] * fixed[k + x];
+          temp[(yy * outW + xx) * 3 + c] = clip8(sum);
+        }
+      }
+    }
+    source = temp;
+    sourceWidth = outW;
+    rowOffset = first;
+  }
+  if (!needVertical) return source;
+  const out = new Uint8ClampedArray(outW * outH * 3);
+  const { bounds, fixed, kernelSize } = vertical;
+  for (let yy = 0; yy < outH; yy++) {
+    const ymin = bounds[yy * 2] - rowOffset;
+    const ymax = bounds[yy * 2 + 1];
+    const k = yy * kernelSize;
+    for (let xx = 0; xx < outW; xx++) {
+      for (let c = 0; c < 3; c++) {
+        let sum = ONE / 2;
+        for (let y = 0; y < ymax; y++) {
+          sum += source[((y + ymin) * sourceWidth + xx) * 3 + c] * fixed[k + y];
+        }
+        out[(yy * outW + xx) * 3 + c] = clip8(sum);
+      }
+    }
+  }
+  return out;
+}
+
 /** Reads a dropped or chosen file as an upright bitmap (EXIF rotation applied). */
 export async function fileToBitmap(file) {
-  return createImageBitmap(file, { imageOrientation: "from-image" });
+  return createImageBitmap(file, {
+    imageOrientation: "from-image",
+    colorSpaceConversion: "none",
+    premultiplyAlpha: "none",
+  });
 }
 
 /**
