@@ -140,3 +140,31 @@ def test_browser_resizes_exactly_like_the_app(browser, web_bundle):
             assert np.abs(got - expected).max() <= 1, (width, height, size)
             assert (got == expected).mean() > 0.99, (width, height, size)
     context.close()
+
+
+def test_webcam_gives_live_predictions_with_permission(browser, web_bundle):
+    """With the camera allowed (Chromium's fake camera), the page classifies frames live."""
+    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    folder, _, expected = web_bundle
+    labels = set(expected[0]["probabilities"])
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with static_server(folder) as url:
+        camera_browser = browser.browser_type.launch(executable_path=CHROMIUM, args=args)
+        page = camera_browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='true']")
+        page.click("#webcam-start")
+        page.wait_for_selector("#webcam-stop", state="visible")
+        page.wait_for_function("document.getElementById('top-label').textContent.length > 0")
+        first = page.get_attribute("#time", "data-ms")
+        page.wait_for_function(
+            "(first) => document.getElementById('time').dataset.ms !== first", arg=first
+        )
+        assert page.inner_text("#top-label") in labels
+        assert page.evaluate("document.querySelector('video').srcObject !== null")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "web-export-webcam.png"))
+        page.click("#webcam-stop")
+        assert page.evaluate("document.querySelector('video').srcObject === null")
+        camera_browser.close()
