@@ -80,10 +80,7 @@ if run_dir is None:
     st.stop()
 
 records = read_parity(run_dir)
-table = _exports_table(records)
-if table:
-    st.subheader("Exports of this run")
-    st.dataframe(table, hide_index=True, width="stretch")
+summary = st.container()  # filled below, after a possible export in this run of the page
 
 reasons = available_formats()
 fmt = st.radio(
@@ -111,6 +108,13 @@ if st.button(
         records = read_parity(run_dir)
     except (BackendError, FileNotFoundError, ValueError, RuntimeError) as error:
         st.error(f"Export failed: {error}")
+
+
+table = _exports_table(records)
+if table:
+    with summary:
+        st.subheader("Exports of this run")
+        st.dataframe(table, hide_index=True, width="stretch")
 
 
 def _read_bytes(path: str) -> bytes:
