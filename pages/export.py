@@ -60,8 +60,7 @@ def _exports_table(records: dict) -> list[dict]:
                 "Max |Δ probability|": f"{record.get('max_abs_diff', 0.0):.1e}",
                 "Accuracy (export)": _percent(test.get("accuracy")),
                 "Accuracy (app)": _percent(test.get("reference_accuracy")),
-                "On": "test" if "test" in splits else ("val" if splits else "—"),
-                "Clean process": "yes" if record.get("clean_process") else "no",
+                "Split": "test" if "test" in splits else ("val" if splits else "—"),
             }
         )
     return rows
