@@ -7,19 +7,9 @@ import contextlib
 import sys
 
 from core.cli import EXIT_FAILED, EXIT_OK, CommandError, emit_json, progress
+from core.runs.formats import FORMATS
 
-# Kept literal so ``--help`` does not import the export module; a test checks it equals
-# core.runs.export.FORMATS.
-FORMAT_CHOICES = (
-    "keras",
-    "savedmodel",
-    "tflite",
-    "tflite-fp16",
-    "tflite-int8",
-    "tflite-int8-full",
-    "onnx",
-    "web",
-)
+FORMAT_CHOICES = FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

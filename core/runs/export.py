@@ -53,41 +53,16 @@ import numpy as np
 from core.atomic import atomic_write_json
 from core.models.model_io import read_model_metadata, save_model
 from core.runs import bundle as bundle_mod
+from core.runs.formats import (
+    ARTIFACT_NAMES,
+    FORMAT_TITLES,
+    FORMATS,
+    TF_ONLY_FORMATS,
+    TFLITE_FORMATS,
+)
 from core.runs.predict import image_to_array, load_batch, load_run_model, predict_arrays
 from core.runs.store import MODEL_FILE, now_iso, resolve_run_dir
 
-FORMATS = (
-    "keras",
-    "savedmodel",
-    "tflite",
-    "tflite-fp16",
-    "tflite-int8",
-    "tflite-int8-full",
-    "onnx",
-    "web",
-)
-TF_ONLY_FORMATS = tuple(fmt for fmt in FORMATS if fmt != "keras")
-TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-int8", "tflite-int8-full")
-FORMAT_TITLES = {
-    "keras": "Keras (.keras)",
-    "savedmodel": "TensorFlow SavedModel",
-    "tflite": "TFLite / LiteRT float32",
-    "tflite-fp16": "TFLite / LiteRT float16",
-    "tflite-int8": "TFLite / LiteRT int8 weights (dynamic range)",
-    "tflite-int8-full": "TFLite / LiteRT full-integer int8 (Edge TPU, microcontrollers)",
-    "onnx": "ONNX",
-    "web": "Web page (ONNX + onnxruntime-web)",
-}
-ARTIFACT_NAMES = {
-    "keras": "model.keras",
-    "savedmodel": "saved_model",
-    "tflite": "model.tflite",
-    "tflite-fp16": "model_fp16.tflite",
-    "tflite-int8": "model_int8.tflite",
-    "tflite-int8-full": "model_int8_full.tflite",
-    "onnx": "model.onnx",
-    "web": "model.onnx",
-}
 PARITY_FILE = "parity.json"
 EXPORTS_DIR = "exports"
 MARKER_FILE = ".transfer-studio-export.json"
@@ -498,6 +473,21 @@ def clean_python(script: str, *args: str) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _CLEAN_BOOT.format(paths=paths), script, *args]
 
 
+def run_clean(
+    cwd: Path, script: str, *args: str, timeout: float = PARITY_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``script ARGS`` with :func:`clean_python` in ``cwd``; returns the finished process."""
+    return subprocess.run(
+        clean_python(script, *args),
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_bundle_predict(folder: Path, paths: list[Path]) -> np.ndarray:
     """Runs ``folder/predict.py --json`` on image files in a clean process; returns probabilities.
 
@@ -507,16 +497,7 @@ def run_bundle_predict(folder: Path, paths: list[Path]) -> np.ndarray:
     Raises:
         RuntimeError: If ``predict.py`` fails or prints something unexpected.
     """
-    command = clean_python("predict.py", "--json", *[str(p) for p in paths])
-    completed = subprocess.run(
-        command,
-        cwd=folder,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=PARITY_TIMEOUT_S,
-        check=False,
-    )
+    completed = run_clean(folder, "predict.py", "--json", *[str(p) for p in paths])
     if completed.returncode != 0:
         tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
         raise RuntimeError(

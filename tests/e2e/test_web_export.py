@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SCREENSHOTS, _free_port
-from tests.helpers.runs import make_dataset, make_run
+from tests.helpers.runs import workspace_with_run
 
 pytestmark = pytest.mark.e2e
 
@@ -51,14 +51,13 @@ def static_server(folder: Path):
 
 @pytest.fixture(scope="module")
 def web_bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workspace")
+    root, run_dir = workspace_with_run(tmp_path_factory)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRANSFER_STUDIO_HOME", str(root))
         from core.data.store import load_dataset
         from core.runs.export import export_run
         from core.runs.predict import load_run_model, predict_sources
 
-        run_dir = make_run(make_dataset(tmp_path_factory.mktemp("source")))
         opened = load_run_model(run_dir)
         result = export_run(
             run_dir, "web", tmp_path_factory.mktemp("out") / "web", run_model=opened

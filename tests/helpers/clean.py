@@ -11,22 +11,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from core.runs.export import clean_env, clean_python
+from core.runs import export
 
 
 def run_clean(
     script: str, args: list[str], cwd: Path, *, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Runs ``script ARGS`` in a clean process in ``cwd``; fails the test on a non-zero exit."""
-    completed = subprocess.run(
-        clean_python(script, *args),
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    completed = export.run_clean(cwd, script, *args, timeout=timeout)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed
 

@@ -77,6 +77,22 @@ def make_run(
     return folder
 
 
+def workspace_with_run(tmp_path_factory, counts: dict[str, int] | None = None, **run_kwargs):
+    """A fresh workspace holding one finished run (for module-scoped fixtures).
+
+    Returns:
+        ``(workspace root, run folder)``.
+    """
+    import pytest
+
+    root = tmp_path_factory.mktemp("workspace")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(root))
+        dataset_id = make_dataset(tmp_path_factory.mktemp("source"), counts)
+        run_dir = make_run(dataset_id, **run_kwargs)
+    return root, run_dir
+
+
 def subprocess_env(workspace: Path) -> dict[str, str]:
     """Environment for ``python -m core ...`` in a child process on the given workspace."""
     env = dict(os.environ)

@@ -21,7 +21,13 @@ import pytest
 
 from core.runs.export import FORMATS
 from tests.helpers.clean import run_clean
-from tests.helpers.runs import custom_layer_names, make_dataset, make_run, subprocess_env
+from tests.helpers.runs import (
+    custom_layer_names,
+    make_dataset,
+    make_run,
+    subprocess_env,
+    workspace_with_run,
+)
 
 QUANTISED = ("tflite-int8", "tflite-int8-full")
 RUNTIME_PINS = {
@@ -38,11 +44,7 @@ RUNTIME_PINS = {
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workspace")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRANSFER_STUDIO_HOME", str(root))
-        run_dir = make_run(make_dataset(tmp_path_factory.mktemp("source")))
-    return root, run_dir
+    return workspace_with_run(tmp_path_factory)
 
 
 @pytest.fixture
@@ -223,10 +225,17 @@ def test_cli_export_prints_parity(shared, tmp_path):
     assert data["parity"]["top1_agreement"] == 1.0 and data["parity"]["clean_process"] is True
 
 
-def test_cli_choices_are_the_formats():
-    from core.commands.export import FORMAT_CHOICES
-
-    assert FORMAT_CHOICES == FORMATS
+def test_cli_offers_every_format(shared):
+    completed = subprocess.run(
+        [sys.executable, "-m", "core", "export", "--help"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(shared[0]),
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    choices = completed.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
+    assert tuple(choices) == FORMATS
 
 
 def test_tensorflow_only_formats_say_so_on_another_backend():

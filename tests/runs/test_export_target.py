@@ -16,16 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.runs import make_dataset, make_run, subprocess_env
+from tests.helpers.runs import subprocess_env, workspace_with_run
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workspace")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRANSFER_STUDIO_HOME", str(root))
-        run_dir = make_run(make_dataset(tmp_path_factory.mktemp("source")), epochs=1)
-    return root, run_dir
+    return workspace_with_run(tmp_path_factory, epochs=1)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
