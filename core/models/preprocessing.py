@@ -58,7 +58,7 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def preprocessing_layer(mode: str, *, name: str = PREPROCESS_LAYER) -> keras.layers.Layer:
+def preprocessing_layer(mode: str, *, name: str = "preprocess") -> keras.layers.Layer:
     """A built-in Keras layer mapping raw RGB 0..255 (channels last) to a backbone's input.
 
     Args:

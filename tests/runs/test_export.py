@@ -139,6 +139,12 @@ def test_export_bundle_runs_alone_and_agrees_with_core_predict(run_dir, fmt, tmp
         assert theirs == [entry["label"] for entry in predict_sources(opened, images)]
     if fmt == "keras":
         assert custom_layer_names(result.path) == []
+    test = parity["splits"]["test"]
+    print(
+        f"\n{fmt}: {result.bytes / 1e6:.2f} MB, top-1 agreement {parity['top1_agreement']:.3f}, "
+        f"max |diff| {parity['max_abs_diff']:.2e}, test accuracy {test['accuracy']:.3f} "
+        f"(app {test['reference_accuracy']:.3f}, n={test['n']}), {parity['runtime']}"
+    )
 
 
 def test_full_integer_int8_has_integer_tensors_and_keeps_accuracy(tmp_path, monkeypatch):
@@ -163,6 +169,12 @@ def test_full_integer_int8_has_integer_tensors_and_keeps_accuracy(tmp_path, monk
     test = result.parity["splits"]["test"]
     assert test["n"] >= 30
     assert abs(test["accuracy"] - test["reference_accuracy"]) <= 0.03, test
+    float_bytes = (run / "model.keras").stat().st_size
+    print(
+        f"\ntflite-int8-full: test accuracy {test['accuracy']:.3f} vs float "
+        f"{test['reference_accuracy']:.3f} on {test['n']} images; "
+        f"{result.bytes / 1e6:.2f} MB (model.keras {float_bytes / 1e6:.2f} MB)"
+    )
     card = (result.folder / "README.md").read_text()
     assert "int8" in card and f"zero point {zero_point}" in card
 
