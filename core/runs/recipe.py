@@ -53,7 +53,6 @@ import re
 
 import keras
 import numpy as np
-from keras import ops
 
 # Facts about the backbone (from the app's backbone registry).
 BACKBONE = {backbone!r}
@@ -63,29 +62,7 @@ AUTO = {auto!r}
 MIN_DELTA = {min_delta!r}
 {extra_source}
 
-class Preprocess(keras.layers.Layer):
-    """Raw RGB 0..255 -> what the backbone expects (the app's own preprocessing layer)."""
-
-    def __init__(self, mode="tf", **kwargs):
-        super().__init__(**kwargs)
-        self.mode = mode
-
-    def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "tf":  # scale to [-1, 1]
-            return x / 127.5 - 1.0
-        if self.mode == "torch":  # ImageNet mean / std on 0..1
-            mean = ops.convert_to_tensor((0.485, 0.456, 0.406), dtype=x.dtype)
-            std = ops.convert_to_tensor((0.229, 0.224, 0.225), dtype=x.dtype)
-            return (x / 255.0 - mean) / std
-        if self.mode == "caffe":  # RGB -> BGR, minus the ImageNet mean
-            mean = ops.convert_to_tensor((103.939, 116.779, 123.68), dtype=x.dtype)
-            return ops.flip(x, axis=-1) - mean
-        return x
-
-    def get_config(self):
-        return {{**super().get_config(), "mode": self.mode}}
-
+{preprocessing_source}
 
 def build_backbone(size, weights):
     """The pretrained network without its classifier."""
@@ -180,7 +157,7 @@ def build_model(config, num_classes, weights):
         augment.append(keras.layers.RandomShear(a["shear"], a["shear"]))
     if augment:
         x = keras.Sequential(augment, name="augmentation")(x)
-    x = Preprocess(BACKBONE["preprocessing"], name="preprocess")(x)
+    x = preprocessing_layer(BACKBONE["preprocessing"])(x)
     base = build_backbone(size, weights)
     pretrained = weights != "none"
     # Pretrained: BatchNorm statistics stay put, even when fine-tuning. Random init: BatchNorm
@@ -353,6 +330,19 @@ def _module_closure(module: Any, entry: str) -> tuple[list[str], list[Any]]:
     return [constants[name] for name in sorted(constants)], ordered
 
 
+def _preprocessing_source() -> str:
+    """The app's built-in-layer preprocessing, copied so the script's saved model loads anywhere."""
+    import inspect
+
+    from core.models import preprocessing
+
+    constants, functions = _module_closure(preprocessing, "preprocessing_layer")
+    parts = ["# ---- input preprocessing, copied from Transfer Studio (built-in Keras layers) ----"]
+    parts += [*constants, ""]
+    parts += [inspect.getsource(function) for function in functions]
+    return "\n".join(parts)
+
+
 def _extra_source(constructor: str) -> str:
     """Definition of a non-Keras backbone, copied so the script stays standalone."""
     module_name, _, attribute = constructor.partition(":")
@@ -425,6 +415,7 @@ def recipe_script(config: dict[str, Any], *, run_id: str = "") -> str:
         run_id=run_id or "(unnamed)",
         backbone=facts,
         extra_source=_extra_source(facts["constructor"]),
+        preprocessing_source=_preprocessing_source(),
     )
 
 
