@@ -32,5 +32,9 @@ navigation = st.navigation(
     ]
 )
 st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")
-render_sidebar()
-navigation.run()
+# The sidebar is drawn after the page ran, so it shows what the page just changed (a new
+# model choice, a run just started), also when the page stopped early.
+try:
+    navigation.run()
+finally:
+    render_sidebar()

@@ -5,16 +5,24 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import engine
-from ui.labels import STATE_BADGES, trainable_phrase
+from ui.labels import STATE_BADGES, md_text, trainable_phrase
+
+RUN_REFRESH_SECONDS = 2.0
 
 
 def render_sidebar() -> None:
-    """Draws the "Your work" panel under the navigation on every page."""
+    """Draws the "Your work" panel under the navigation on every page (after the page ran)."""
     with st.sidebar:
         st.markdown("##### Your work")
         _dataset_line()
         _model_line()
-        _run_line()
+        run_id = st.session_state.get("run_id")
+        status = engine.status_or_error(run_id)[0] if run_id else None
+        if status is not None and status.active:
+            # Follows the run between page reruns, like the Train page does.
+            st.fragment(run_every=RUN_REFRESH_SECONDS)(_run_line)()
+        else:
+            _run_line()
 
 
 def _dataset_line() -> None:
@@ -27,7 +35,7 @@ def _dataset_line() -> None:
         st.markdown(":material/photo_library: **Data** · _unavailable_")
         st.caption(error)
         return
-    st.markdown(f":material/photo_library: **{dataset.name}**")
+    st.markdown(f":material/photo_library: **{md_text(dataset.name)}**")
     st.caption(f"{len(dataset.manifest)} images · {len(dataset.classes)} classes")
 
 

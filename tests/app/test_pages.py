@@ -206,7 +206,7 @@ def test_model_page_offers_alternatives_when_weights_cannot_download(ready):
     weights.reset_probe_cache()
     at = app_on("model", dataset_id=ready["dataset_id"])
     names = list(at.dataframe[0].value["backbone"])
-    at.session_state["model_table"] = {
+    at.session_state["model_table_efficientnet_lite0_0"] = {
         "selection": {"rows": [names.index("MobileNetV2")], "columns": []}
     }
     at.run()
