@@ -121,12 +121,14 @@ def failure_advice(message: str) -> list[str]:
     if "memory" in text or "oom" in text:
         tips.append("Halve the batch size, or choose a smaller image size on the Model page.")
         tips.append("Train the head only: it needs far less memory than the whole network.")
-    if "weights" in text or "download" in text:
+    about_weights = "weights" in text or "download" in text
+    if about_weights:
         tips.append(
             "On the Model page pick the offline backbone (EfficientNet-Lite0), upload a "
             ".weights.h5 file, or start from random weights."
         )
-    if "dataset" in text or "image" in text or "class" in text:
+    # "ImageNet" says "image" too: a weights failure is not a data problem.
+    if "dataset" in text or (not about_weights and ("image" in text or "class" in text)):
         tips.append("Check the Data page: every class needs a few images in each split.")
     if not tips:
         tips.append("Resume the run, or start a new one with the same settings.")

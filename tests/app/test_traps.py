@@ -78,3 +78,52 @@ def test_webcam_shots_can_be_deleted():
     no_exception(at)
     assert list_shots() == {}
     assert any("No pictures yet" in c.value for c in at.caption)
+
+
+def test_train_refuses_a_run_that_can_only_fail_and_offers_what_works(ready):
+    from core.config import ModelConfig
+    from core.models import weights
+
+    weights.reset_probe_cache()
+    doomed = ModelConfig(backbone="mobilenet_v2", weights="imagenet", image_size=224)
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=doomed)
+    no_exception(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert "MobileNetV2" in warning and "cannot be downloaded" in warning
+    assert at.form_submit_button[0].disabled  # a browser cannot press it
+    at.button(key="train_use_offline").click()
+    at.run()
+    no_exception(at)
+    assert at.session_state["model_config"].backbone == "efficientnet_lite0"
+    assert not at.form_submit_button[0].disabled
+    assert not any("cannot be downloaded" in w.value for w in at.warning)
+
+
+def test_train_offers_random_weights_instead(ready):
+    from core.config import ModelConfig
+
+    doomed = ModelConfig(backbone="mobilenet_v2", weights="imagenet", image_size=224)
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=doomed)
+    at.button(key="train_use_random").click()
+    at.run()
+    no_exception(at)
+    assert at.session_state["model_config"].weights == "none"
+    assert at.session_state["model_config"].backbone == "mobilenet_v2"
+
+
+def test_resume_is_not_offered_when_it_would_fail_the_same_way(ready, workspace):
+    import json
+
+    folder = workspace / "runs" / ready["run_id"]
+    config = json.loads((folder / "config.json").read_text())
+    config["model"].update(backbone="mobilenet_v2", weights="imagenet", image_size=224)
+    (folder / "config.json").write_text(json.dumps(config))
+    status = json.loads((folder / "status.json").read_text())
+    status.update(state="failed", message="WeightsUnavailableError: Name or service not known")
+    (folder / "status.json").write_text(json.dumps(status))
+    at = app_on("train", dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    assert not [b for b in at.button if b.key == "train_resume"]
+    assert any("Resume is not offered" in c.value for c in at.caption)
+    tips = " ".join(m.value for m in at.markdown if "What to try" in m.value)
+    assert "offline backbone" in tips and "Data page" not in tips
