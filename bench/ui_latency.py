@@ -301,7 +301,12 @@ def main(argv: list[str] | None = None) -> int:
             s = Session(page, url)
             first: dict[str, float] = {}
             first["Home (open the app)"] = s.open(f"{url}/?run={finished}")
-            phases = {"idle": measure_phase(s, repeats, first)}
+            try:
+                phases = {"idle": measure_phase(s, repeats, first)}
+            except Exception:
+                page.screenshot(path=str(home / "failure.png"))
+                print(f"screenshot of the failure: {home / 'failure.png'}")
+                raise
             s.go("Home")
             time.sleep(2)
             before, start = cpu_seconds(server.pid), time.monotonic()

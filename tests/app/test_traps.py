@@ -127,3 +127,50 @@ def test_resume_is_not_offered_when_it_would_fail_the_same_way(ready, workspace)
     assert any("Resume is not offered" in c.value for c in at.caption)
     tips = " ".join(m.value for m in at.markdown if "What to try" in m.value)
     assert "offline backbone" in tips and "Data page" not in tips
+
+
+def _gradcam_label(at) -> str:
+    box = at.selectbox(key="evaluate_gradcam_image")
+    return box.format_func(box.value)
+
+
+def test_gradcam_follows_the_chosen_cell_and_gallery_clicks_with_original_names(ready):
+    at = app_on("evaluate", dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    labels = list(at.selectbox(key="evaluate_true").options)
+    first = (at.selectbox(key="evaluate_true").value, at.selectbox(key="evaluate_pred").value)
+    assert f"({first[0]} → {first[1]})" in _gradcam_label(at)
+    # Original names (as uploaded), never the stored hash names.
+    assert _gradcam_label(at).split(" (")[0].endswith(".jpg")
+    assert all(
+        len(name.split(".")[0]) < 32 for name in at.selectbox(key="evaluate_gradcam_image").options
+    )
+    moved = False
+    for true in labels:
+        for pred in labels:
+            if (true, pred) == first:
+                continue
+            at.selectbox(key="evaluate_true").set_value(true)
+            at.selectbox(key="evaluate_pred").set_value(pred)
+            at.run()
+            no_exception(at)
+            if any(b.key and b.key.startswith("evaluate_cell_why_") for b in at.button):
+                assert f"({true} → {pred})" in _gradcam_label(at)
+                moved = True
+                break
+        if moved:
+            break
+    assert moved, "no other cell with images"
+    loss_buttons = [b for b in at.button if b.key and b.key.startswith("evaluate_losses_why_")]
+    assert loss_buttons
+    target = loss_buttons[-1]
+    target.click()
+    at.run()
+    no_exception(at)
+    chosen = at.selectbox(key="evaluate_gradcam_image").value
+    from core.data.store import load_dataset
+
+    manifest = load_dataset(ready["dataset_id"]).manifest
+    original = dict(zip(manifest["image"], manifest["original_name"], strict=True))[chosen]
+    assert _gradcam_label(at).startswith(str(original))
+    assert any(str(original) in caption for image in at.image for caption in image.captions)
