@@ -171,6 +171,10 @@ def _run_header(run_id: str) -> None:
         f"{trainable_phrase(model.trainable)} · {config.total_epochs} epochs · "
         f"{config.optimizer} lr {config.learning_rate:g}"
     )
+    if dataset is not None:
+        train_images = int(dataset.counts()["train"].sum())
+        for warning in run_view.setting_warnings(config, train_images):
+            st.warning(warning, icon=":material/warning:")
 
 
 active = False

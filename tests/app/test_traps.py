@@ -174,3 +174,27 @@ def test_gradcam_follows_the_chosen_cell_and_gallery_clicks_with_original_names(
     original = dict(zip(manifest["image"], manifest["original_name"], strict=True))[chosen]
     assert _gradcam_label(at).startswith(str(original))
     assert any(str(original) in caption for image in at.image for caption in image.captions)
+
+
+def test_extreme_settings_are_warned_about_not_blocked(ready, workspace):
+    import json
+
+    folder = workspace / "runs" / ready["run_id"]
+    config = json.loads((folder / "config.json").read_text())
+    config.update(batch_size=128, epochs=500)
+    (folder / "config.json").write_text(json.dumps(config))
+    at = app_on("train", dataset_id=ready["dataset_id"], run_id=ready["run_id"])
+    no_exception(at)
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Batch size 128 is more than the 18 training images" in warnings
+    assert "500 epochs" in warnings
+    assert not at.form_submit_button[0].disabled  # a warning, not a block
+
+
+def test_ordinary_settings_get_no_warning():
+    from core.config import TrainConfig
+    from ui.run_view import setting_warnings
+
+    assert setting_warnings(TrainConfig(dataset="ds1", batch_size=16, epochs=10), 200) == []
+    lr = setting_warnings(TrainConfig(dataset="ds1", learning_rate=0.01, fine_tune_epochs=0), 200)
+    assert lr == []  # head only: a high learning rate is fine
