@@ -60,11 +60,9 @@ def _files(uploads) -> list[tuple[str, bytes]]:
 
 
 # ---- which dataset ---------------------------------------------------------------------
-all_datasets = store.list_datasets()
-ids = [d.id for d in all_datasets]
-names = {
-    d.id: f"{d.name} · {len(d.manifest)} images · {len(d.classes)} classes" for d in all_datasets
-}
+choices = engine.dataset_choices()
+ids = [dataset_id for dataset_id, _ in choices]
+names = dict(choices)
 current = st.session_state["dataset_id"]
 choice = st.selectbox(
     "Current dataset",
@@ -212,28 +210,38 @@ st.divider()
 st.subheader(f"{dataset.name}")
 data_view.overview(dataset)
 
-st.subheader("Look through the images")
-st.caption("Tick images to delete them or move them to another class.")
-selected, shown_class = data_view.browser(dataset)
-actions = st.columns([1, 2, 1, 2], vertical_alignment="bottom")
-if actions[0].button(
-    f"Delete {len(selected)} selected",
-    icon=":material/delete:",
-    disabled=not selected,
-    key="data_delete",
-):
-    store.delete_images(dataset.id, selected)
-    data_view.clear_selection(selected)
-    st.rerun()
-move_to = actions[1].selectbox(
-    "Move selected to", [c for c in dataset.classes if c != shown_class], key="data_move_to"
-)
-if actions[2].button(
-    "Move", icon=":material/drive_file_move:", disabled=not (selected and move_to), key="data_move"
-):
-    store.relabel_images(dataset.id, selected, move_to)
-    data_view.clear_selection(selected)
-    st.rerun()
+
+@st.fragment
+def _browse(dataset) -> None:
+    """The thumbnail grid and its actions: ticking a box reruns only this part."""
+    st.subheader("Look through the images")
+    st.caption("Tick images to delete them or move them to another class.")
+    selected, shown_class = data_view.browser(dataset)
+    actions = st.columns([1, 2, 1, 2], vertical_alignment="bottom")
+    if actions[0].button(
+        f"Delete {len(selected)} selected",
+        icon=":material/delete:",
+        disabled=not selected,
+        key="data_delete",
+    ):
+        store.delete_images(dataset.id, selected)
+        data_view.clear_selection(selected)
+        st.rerun()
+    move_to = actions[1].selectbox(
+        "Move selected to", [c for c in dataset.classes if c != shown_class], key="data_move_to"
+    )
+    if actions[2].button(
+        "Move",
+        icon=":material/drive_file_move:",
+        disabled=not (selected and move_to),
+        key="data_move",
+    ):
+        store.relabel_images(dataset.id, selected, move_to)
+        data_view.clear_selection(selected)
+        st.rerun()
+
+
+_browse(dataset)
 
 with st.expander("Rename a class", icon=":material/edit:"):
     cols = st.columns([1, 1, 1], vertical_alignment="bottom")
