@@ -55,6 +55,19 @@ def _run_ingest(call, *args, after=None, **kwargs) -> None:
         st.rerun()
 
 
+def _create_new(created) -> None:
+    """Makes a new dataset from ``(files by class, name)`` when the user asked for one.
+
+    Both ways of making one include the kept webcam pictures, so once the dataset exists
+    they are dropped (they live on in the dataset).
+    """
+    if created is not None:
+        files, name = created
+        _run_ingest(
+            _ingest_from, lambda: ingest.UploadSource(files), name=name, after=drafts.clear_shots
+        )
+
+
 def _files(uploads) -> list[tuple[str, bytes]]:
     return [(f.name, f.getvalue()) for f in uploads or []]
 
@@ -162,14 +175,7 @@ with adder:
             ):
                 _run_ingest(ingest.add_images, dataset.id, target, _files(files))
         else:
-            created = data_view.class_by_class_form()
-            if created is not None:
-                _run_ingest(
-                    _ingest_from,
-                    lambda: ingest.UploadSource(created[0]),
-                    name=created[1],
-                    after=drafts.clear_shots,
-                )
+            _create_new(data_view.class_by_class_form())
     with tab_cam:
         if dataset:
             st.caption("Take pictures one by one; each goes into the class you choose.")
@@ -184,14 +190,7 @@ with adder:
                 name = f"webcam-{int(dataset.counts().loc[label, 'total']) + 1}.jpg"
                 _run_ingest(ingest.add_images, dataset.id, label, [(name, shot.getvalue())])
         else:
-            created = data_view.webcam_drafts()
-            if created is not None:
-                _run_ingest(
-                    _ingest_from,
-                    lambda: ingest.UploadSource(created[0]),
-                    name=created[1],
-                    after=drafts.clear_shots,
-                )
+            _create_new(data_view.webcam_drafts())
 
 if st.session_state.get("data_report"):
     with st.container(border=True):

@@ -63,7 +63,12 @@ def _name(image: str) -> str:
 
 cols = st.columns(4)
 cols[0].metric("Accuracy", f"{result.accuracy:.1%}")
-cols[1].metric("Macro F1", f"{result.macro_avg.get('f1', 0.0):.3f}")
+cols[1].metric(
+    "Average score per class",
+    f"{result.macro_avg.get('f1', 0.0):.3f}",
+    help="Macro F1: for each class the balance of precision (how often a guess of it is "
+    "right) and recall (how many of it are found), averaged over the classes; 1 is perfect.",
+)
 cols[2].metric("Images", result.n)
 cols[3].metric("Misclassified", sum(not p["correct"] for p in result.predictions))
 

@@ -229,7 +229,9 @@ if overrides is not None and not problems and weights_ok:
         st.stop()
     from core.training.jobs import start_run
 
-    st.session_state["train_config"] = overrides
+    # The settings carry over to the next run; its name does not (each run names itself).
+    st.session_state["train_config"] = dict(overrides, name="")
+    st.session_state.pop("train_name", None)
     set_run(start_run(config))
     st.rerun()
 

@@ -198,3 +198,24 @@ def test_ordinary_settings_get_no_warning():
     assert setting_warnings(TrainConfig(dataset="ds1", batch_size=16, epochs=10), 200) == []
     lr = setting_warnings(TrainConfig(dataset="ds1", learning_rate=0.01, fine_tune_epochs=0), 200)
     assert lr == []  # head only: a high learning rate is fine
+
+
+def test_the_run_name_does_not_carry_over_to_the_next_run(ready):
+    from core.config import ModelConfig
+    from core.runs.store import read_config, run_dir
+    from core.training.jobs import cancel_run
+
+    model = ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32)
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=model)
+    at.number_input(key="train_epochs").set_value(1)
+    at.text_input(key="train_name").input("first try")
+    at.form_submit_button[0].click()
+    at.run()
+    no_exception(at)
+    run_id = at.session_state["run_id"]
+    try:
+        assert read_config(run_dir(run_id)).name == "first try"
+        assert at.text_input(key="train_name").value == ""
+        assert at.session_state["train_config"]["epochs"] == 1  # the settings do carry over
+    finally:
+        cancel_run(run_id, wait=True)
