@@ -190,6 +190,8 @@ class Session:
         box = self.page.get_by_role("combobox", name=label, exact=True).filter(visible=True)
         box.first.click()
         options = self.page.locator('[role="option"]')
+        if not options.first.is_visible():
+            box.first.press("ArrowDown")  # a click that only focused it: open the list
         options.first.wait_for()
         options.nth(option_index % max(options.count(), 1)).click()
 
