@@ -46,6 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 PAGES = ["Home", "Data", "Model", "Train", "Runs", "Evaluate", "Predict", "Export"]
+HEADINGS = {"Home": "Transfer Studio"}  # page title -> its h1, where they differ
 MEDIAN_MS, P95_MS, FIRST_VISIT_MS, IDLE_CPU_PERCENT = 300, 600, 2000, 5.0
 
 # Records every change of Streamlit's script-run state with the page's own clock.
@@ -183,7 +184,13 @@ class Session:
 
     def go(self, title: str) -> float:
         nav = self.page.locator('[data-testid="stSidebarNav"] a', has_text=title).first
-        return self.timed(nav.click)
+        heading = self.page.get_by_role("heading", name=HEADINGS.get(title, title), exact=True)
+
+        def switch() -> None:
+            nav.click()
+            heading.first.wait_for(timeout=120_000)  # the new page is there, not the old one
+
+        return self.timed(switch)
 
     def choose(self, label: str, option_index: int) -> None:
         """Picks an option of the visible selectbox labelled exactly ``label``."""
