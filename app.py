@@ -32,5 +32,10 @@ navigation = st.navigation(
     ]
 )
 st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")
-render_sidebar()
+# The sidebar is drawn before the page (so a page that stops early still has it) and drawn
+# again over it once the page ran, so it shows what the page just changed (a new model
+# choice, a run just started).
+sidebar = st.sidebar.empty()
+render_sidebar(sidebar, live=False)
 navigation.run()
+render_sidebar(sidebar, live=True)

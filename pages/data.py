@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import ingest, store
+from core.data import drafts, ingest, store
 from ui import data_view, engine
 from ui.router import require_router
 from ui.state import set_dataset
@@ -32,8 +32,11 @@ def _ingest_from(make_source, **kwargs):
     return ingest.ingest(make_source(), **kwargs)
 
 
-def _run_ingest(call, *args, **kwargs) -> None:
-    """Runs an ingest call with a progress bar, remembers its report, selects the dataset."""
+def _run_ingest(call, *args, after=None, **kwargs) -> None:
+    """Runs an ingest call with a progress bar, remembers its report, selects the dataset.
+
+    ``after`` runs once a dataset was made (e.g. dropping the webcam pictures it now holds).
+    """
     bar, progress = _progress_bar()
     try:
         report = call(*args, progress=progress, **kwargs)
@@ -46,8 +49,23 @@ def _run_ingest(call, *args, **kwargs) -> None:
     bar.empty()
     st.session_state["data_report"] = report.to_dict()
     if report.dataset_id:
+        if after is not None:
+            after()
         set_dataset(report.dataset_id)
         st.rerun()
+
+
+def _create_new(created) -> None:
+    """Makes a new dataset from ``(files by class, name)`` when the user asked for one.
+
+    Both ways of making one include the kept webcam pictures, so once the dataset exists
+    they are dropped (they live on in the dataset).
+    """
+    if created is not None:
+        files, name = created
+        _run_ingest(
+            _ingest_from, lambda: ingest.UploadSource(files), name=name, after=drafts.clear_shots
+        )
 
 
 def _files(uploads) -> list[tuple[str, bytes]]:
@@ -55,11 +73,9 @@ def _files(uploads) -> list[tuple[str, bytes]]:
 
 
 # ---- which dataset ---------------------------------------------------------------------
-all_datasets = store.list_datasets()
-ids = [d.id for d in all_datasets]
-names = {
-    d.id: f"{d.name} · {len(d.manifest)} images · {len(d.classes)} classes" for d in all_datasets
-}
+choices = engine.dataset_choices()
+ids = [dataset_id for dataset_id, _ in choices]
+names = dict(choices)
 current = st.session_state["dataset_id"]
 choice = st.selectbox(
     "Current dataset",
@@ -159,30 +175,22 @@ with adder:
             ):
                 _run_ingest(ingest.add_images, dataset.id, target, _files(files))
         else:
-            created = data_view.class_by_class_form()
-            if created is not None:
-                _run_ingest(_ingest_from, lambda: ingest.UploadSource(created[0]), name=created[1])
+            _create_new(data_view.class_by_class_form())
     with tab_cam:
-        st.caption("Take pictures one by one; each goes into the class you choose.")
-        cols = st.columns([2, 1])
-        known = dataset.classes if dataset else st.session_state.get("data_new_classes", [])
-        label = cols[1].selectbox("Into class", known, key="data_cam_class")
-        shot = cols[0].camera_input("Take a picture", key="data_cam")
-        if (
-            shot is not None
-            and label
-            and cols[1].button("Add this picture", type="primary", key="data_cam_go")
-        ):
-            name = f"webcam-{len(st.session_state.get('data_photos', {}).get(label, [])) + 1}.jpg"
-            if dataset:
+        if dataset:
+            st.caption("Take pictures one by one; each goes into the class you choose.")
+            cols = st.columns([2, 1])
+            label = cols[1].selectbox("Into class", dataset.classes, key="data_cam_class")
+            shot = cols[0].camera_input("Take a picture", key="data_cam")
+            if (
+                shot is not None
+                and label
+                and cols[1].button("Add this picture", type="primary", key="data_cam_go")
+            ):
+                name = f"webcam-{int(dataset.counts().loc[label, 'total']) + 1}.jpg"
                 _run_ingest(ingest.add_images, dataset.id, label, [(name, shot.getvalue())])
-            else:
-                st.session_state.setdefault("data_photos", {}).setdefault(label, []).append(
-                    (name, shot.getvalue())
-                )
-                st.toast(
-                    f"Kept for '{label}'. Press Create dataset on 'Class by class' when ready."
-                )
+        else:
+            _create_new(data_view.webcam_drafts())
 
 if st.session_state.get("data_report"):
     with st.container(border=True):
@@ -201,28 +209,38 @@ st.divider()
 st.subheader(f"{dataset.name}")
 data_view.overview(dataset)
 
-st.subheader("Look through the images")
-st.caption("Tick images to delete them or move them to another class.")
-selected, shown_class = data_view.browser(dataset)
-actions = st.columns([1, 2, 1, 2], vertical_alignment="bottom")
-if actions[0].button(
-    f"Delete {len(selected)} selected",
-    icon=":material/delete:",
-    disabled=not selected,
-    key="data_delete",
-):
-    store.delete_images(dataset.id, selected)
-    data_view.clear_selection(selected)
-    st.rerun()
-move_to = actions[1].selectbox(
-    "Move selected to", [c for c in dataset.classes if c != shown_class], key="data_move_to"
-)
-if actions[2].button(
-    "Move", icon=":material/drive_file_move:", disabled=not (selected and move_to), key="data_move"
-):
-    store.relabel_images(dataset.id, selected, move_to)
-    data_view.clear_selection(selected)
-    st.rerun()
+
+@st.fragment
+def _browse(dataset) -> None:
+    """The thumbnail grid and its actions: ticking a box reruns only this part."""
+    st.subheader("Look through the images")
+    st.caption("Tick images to delete them or move them to another class.")
+    selected, shown_class = data_view.browser(dataset)
+    actions = st.columns([1, 2, 1, 2], vertical_alignment="bottom")
+    if actions[0].button(
+        f"Delete {len(selected)} selected",
+        icon=":material/delete:",
+        disabled=not selected,
+        key="data_delete",
+    ):
+        store.delete_images(dataset.id, selected)
+        data_view.clear_selection(selected)
+        st.rerun()
+    move_to = actions[1].selectbox(
+        "Move selected to", [c for c in dataset.classes if c != shown_class], key="data_move_to"
+    )
+    if actions[2].button(
+        "Move",
+        icon=":material/drive_file_move:",
+        disabled=not (selected and move_to),
+        key="data_move",
+    ):
+        store.relabel_images(dataset.id, selected, move_to)
+        data_view.clear_selection(selected)
+        st.rerun()
+
+
+_browse(dataset)
 
 with st.expander("Rename a class", icon=":material/edit:"):
     cols = st.columns([1, 1, 1], vertical_alignment="bottom")

@@ -45,6 +45,33 @@ def load_dataset(dataset_id: str) -> Any:
     return _load_dataset(dataset_id, _manifest_stamp(dataset_id))
 
 
+def dataset_choices() -> list[tuple[str, str]]:
+    """``(id, "name · N images · K classes")`` of every readable dataset, newest first.
+
+    Cached until a dataset folder is added or removed or any manifest changes, so the Data
+    page does not read every manifest on each rerun.
+    """
+    folder = datasets_dir()
+    ids = tuple(
+        sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "dataset.json").is_file()
+        )
+    )
+    return _dataset_choices(tuple((i, _manifest_stamp(i)) for i in ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _dataset_choices(stamps: tuple[tuple[str, float], ...]) -> list[tuple[str, str]]:
+    from core.data.store import list_datasets
+
+    return [
+        (d.id, f"{d.name} · {len(d.manifest)} images · {len(d.classes)} classes")
+        for d in list_datasets()
+    ]
+
+
 def dataset_or_error(dataset_id: str) -> tuple[Any | None, str]:
     """``(Dataset, "")`` or ``(None, why it cannot be loaded)``."""
     try:

@@ -226,7 +226,7 @@ def block_diagram_figure(blocks: Sequence[Mapping[str, Any]], *, title: str = ""
     )
     _layout(fig, title=title, x="input  →  output", y="parameters", height=280)
     fig.update_layout(showlegend=False, bargap=0.15, hovermode="closest")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1)  # powers of ten only: no stray "2, 5" ticks
     fig.update_xaxes(
         tickmode="array", tickvals=list(range(len(names))), ticktext=names, tickangle=-45
     )

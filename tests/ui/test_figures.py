@@ -208,3 +208,14 @@ def test_augment_preview_changes_images_with_the_training_layers(tmp_path):
     assert any(not np.array_equal(row[0], row[1]) for row in rows)
     same = augment_samples(paths, AugmentConfig(), size=48, variants=1)
     assert np.array_equal(same[0][0], same[0][1])
+
+
+def test_block_diagram_shows_only_powers_of_ten_on_its_log_axis():
+    from ui.figures import block_diagram_figure
+
+    blocks = [
+        {"name": "stem", "params": 900, "trainable": False},
+        {"name": "head", "params": 250_000, "trainable": True},
+    ]
+    axis = block_diagram_figure(blocks, title="t").layout.yaxis
+    assert axis.type == "log" and axis.dtick == 1

@@ -1,0 +1,81 @@
+"""Traps that only show in a real browser: the Model page's table keeping an old row ticked
+after the offline button, and the sidebar lagging one change behind the page."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.test_flows import load_sample, nav, open_page, shot, wait_idle
+
+pytestmark = pytest.mark.e2e
+ROW_HEIGHT = 35  # st.dataframe's row (and header) height in pixels
+
+
+def sidebar_text(page) -> str:
+    return page.get_by_test_id("stSidebarUserContent").inner_text()
+
+
+def test_offline_backbone_choice_sticks_and_the_sidebar_follows(page, screenshots):
+    open_page(page)
+    nav(page, "Model")
+    wait_idle(page)
+    table = page.get_by_test_id("stDataFrame").first
+    box = table.bounding_box()
+    # The second row is MobileNetV2 (the registry's order): tick it in the row-marker column.
+    page.mouse.click(box["x"] + 15, box["y"] + ROW_HEIGHT * 2 + ROW_HEIGHT / 2)
+    page.get_by_text("cannot be downloaded").first.wait_for()
+    wait_idle(page)
+    assert "MobileNetV2" in sidebar_text(page)
+    page.get_by_role("button", name="Use EfficientNet-Lite0").click()
+    page.get_by_test_id("stSidebarUserContent").get_by_text("EfficientNet-Lite0").wait_for()
+    wait_idle(page)
+    page.get_by_test_id("stButtonGroup").get_by_text("Head + top blocks").click()
+    page.get_by_text("Blocks to retrain").wait_for()
+    wait_idle(page)
+    # The next change keeps the offline backbone, and the sidebar shows it at once.
+    side = sidebar_text(page)
+    assert "EfficientNet-Lite0" in side and "+ head" in side, side
+    banner = page.get_by_test_id("stAlertContentSuccess").last.inner_text()
+    assert "EfficientNet-Lite0" in banner and "top blocks" in banner, banner
+    assert page.get_by_text("cannot be downloaded").count() == 0
+    checked = page.get_by_role("radio", name="ImageNet (bundled (offline))")
+    assert checked.is_checked()
+    shot(page, screenshots, "model-offline-choice")
+
+
+def test_kept_webcam_pictures_and_the_weights_check_before_start(
+    page, screenshots, studio_home, monkeypatch
+):
+    import io
+
+    from PIL import Image
+
+    from core.data import drafts
+
+    monkeypatch.setenv("TRANSFER_STUDIO_HOME", str(studio_home))
+    drafts.clear_shots()
+    for index in range(3):
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48), (40 * index, 120, 200)).save(buffer, "JPEG")
+        drafts.add_shot("class 1", buffer.getvalue())
+    open_page(page)
+    nav(page, "Data")
+    page.get_by_role("tab", name="Webcam").click()
+    page.get_by_text("3 picture(s)").wait_for()
+    page.get_by_text("Add a second class").first.wait_for()
+    assert page.get_by_role("button", name="Create dataset from these pictures").is_disabled()
+    shot(page, screenshots, "data-webcam-kept")
+    drafts.clear_shots()
+
+    load_sample(page)
+    nav(page, "Model")
+    wait_idle(page)
+    box = page.get_by_test_id("stDataFrame").first.bounding_box()
+    page.mouse.click(box["x"] + 15, box["y"] + ROW_HEIGHT * 2 + ROW_HEIGHT / 2)
+    page.get_by_text("cannot be downloaded").first.wait_for()
+    nav(page, "Train")
+    wait_idle(page)
+    page.get_by_text("Start is off until you pick one").wait_for()
+    assert "MobileNetV2" in sidebar_text(page)  # the sidebar is there on every page
+    assert page.get_by_role("button", name="Start training").is_disabled()
+    shot(page, screenshots, "train-weights-check")
