@@ -156,9 +156,10 @@ def setting_warnings(config: Any, train_images: int) -> list[str]:
             "epoch is a single step, so the model learns slowly. A batch size of "
             f"{max(2, min(16, train_images // 2))} suits this dataset better."
         )
-    epochs = int(config.epochs) + int(config.fine_tune_epochs)
-    if epochs > 100:
-        patience = int(config.early_stopping_patience)
+    epochs = int(config.effective_epochs) + int(config.fine_tune_epochs)
+    patience = int(config.effective_patience)
+    # The automatic cap of a head-only run (with early stopping) is no one's mistake.
+    if epochs > 100 and (config.epochs is not None or not patience):
         stop = (
             f" Early stopping ends it once validation stops improving for {patience} epochs."
             if patience
@@ -168,9 +169,10 @@ def setting_warnings(config: Any, train_images: int) -> list[str]:
             f"{epochs} epochs is far more than transfer learning usually needs (5-20 is "
             f"typical): the model may learn your training images by heart.{stop}"
         )
-    if float(config.learning_rate) >= 1e-2 and config.model.trainable != "head":
+    rate = float(config.effective_learning_rate)
+    if rate >= 1e-2 and config.model.trainable != "head":
         warnings.append(
-            f"A learning rate of {config.learning_rate:g} while the pretrained layers learn "
+            f"A learning rate of {rate:g} while the pretrained layers learn "
             "can wipe out what they knew; 1e-4 or lower is safer."
         )
     return warnings

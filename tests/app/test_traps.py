@@ -198,6 +198,8 @@ def test_ordinary_settings_get_no_warning():
     assert setting_warnings(TrainConfig(dataset="ds1", batch_size=16, epochs=10), 200) == []
     lr = setting_warnings(TrainConfig(dataset="ds1", learning_rate=0.01, fine_tune_epochs=0), 200)
     assert lr == []  # head only: a high learning rate is fine
+    # The defaults (auto: a head-only run stops early, capped at many epochs) get no warning.
+    assert setting_warnings(TrainConfig(dataset="ds1"), 200) == []
 
 
 def test_the_run_name_does_not_carry_over_to_the_next_run(ready):
