@@ -21,22 +21,65 @@ from ui.router import require_router
 require_router()
 
 DESCRIPTIONS = {
-    "keras": "The model as Keras saves it, labels and preprocessing inside. For Python.",
-    "savedmodel": "TensorFlow's serving format (TF Serving, TF.js converter, TensorFlow C++).",
-    "tflite": "TFLite / LiteRT float32: Android, iOS, Raspberry Pi and microcontrollers.",
-    "tflite-int8": "TFLite with int8 weights: about 4x smaller, slightly different answers.",
-    "onnx": "ONNX for onnxruntime, C#, Java, JavaScript, TensorRT...",
+    "keras": "The model as Keras saves it (built-in layers only, labels inside). For Python.",
+    "savedmodel": "TensorFlow's serving format (TF Serving, TensorFlow C++, TF.js converter).",
+    "tflite": "TFLite / LiteRT float32: Android, iOS, Raspberry Pi. Same answers as the app.",
+    "tflite-fp16": "TFLite with float16 weights: half the size, practically the same answers; "
+    "fast on phone GPUs.",
+    "tflite-int8": "TFLite with int8 weights and float activations (dynamic range): about 4x "
+    "smaller, float input and output.",
+    "tflite-int8-full": "Full-integer TFLite (int8 input, activations and output), calibrated "
+    "on your training images: for a Coral Edge TPU or a microcontroller.",
+    "onnx": "ONNX for onnxruntime, C#, Java, C++, TensorRT...",
+    "web": "A web page that runs the model in the browser (ONNX + onnxruntime-web, no server "
+    "code): drop a picture or use the webcam live.",
 }
+
+
+def _percent(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _size(value) -> str:
+    return "—" if not value else f"{value / 1e6:.1f} MB"
+
+
+def _exports_table(records: dict) -> list[dict]:
+    rows = []
+    for name in FORMATS:
+        record = records.get(name)
+        if not record:
+            continue
+        splits = record.get("splits") or {}
+        test = splits.get("test") or splits.get("val") or {}
+        rows.append(
+            {
+                "Format": FORMAT_TITLES[name],
+                "Model size": _size(record.get("bytes")),
+                "Top-1 agreement": _percent(record.get("top1_agreement")),
+                "Max |Δ probability|": f"{record.get('max_abs_diff', 0.0):.1e}",
+                "Accuracy (export)": _percent(test.get("accuracy")),
+                "Accuracy (app)": _percent(test.get("reference_accuracy")),
+                "Split": "test" if "test" in splits else ("val" if splits else "—"),
+            }
+        )
+    return rows
+
 
 st.title("Export")
 st.caption(
-    "Every export is checked: the exported file runs in its own runtime on your validation "
-    "images and its answers are compared with the app's model."
+    "Every export is a folder that works on its own: the model, labels.txt, a predict.py, a "
+    "pinned requirements.txt and a model card. Each one is checked: its own predict.py runs in "
+    "a clean Python process (Transfer Studio not importable) on your validation and test "
+    "images, and its answers are compared with the app's model."
 )
 
 run_dir = choose_run("export", what="download it")
 if run_dir is None:
     st.stop()
+
+records = read_parity(run_dir)
+summary = st.container()  # filled below, after a possible export in this run of the page
 
 reasons = available_formats()
 fmt = st.radio(
@@ -61,8 +104,16 @@ if st.button(
         with st.status(f"Exporting to {FORMAT_TITLES[fmt]}...", expanded=True) as status:
             export_run(run_dir, fmt, run_model=open_run(run_dir), progress=st.write)
             status.update(label="Export finished", state="complete", expanded=False)
+        records = read_parity(run_dir)
     except (BackendError, FileNotFoundError, ValueError, RuntimeError) as error:
         st.error(f"Export failed: {error}")
+
+
+table = _exports_table(records)
+if table:
+    with summary:
+        st.subheader("Exports of this run")
+        st.dataframe(table, hide_index=True, width="stretch")
 
 
 def _read_bytes(path: str) -> bytes:
@@ -70,19 +121,40 @@ def _read_bytes(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-record = read_parity(run_dir).get(fmt)
+record = records.get(fmt)
 bundle = Path(record["bundle"]) if record and record.get("bundle") else None
 if record is None or bundle is None or not bundle.exists():
     st.info("Not exported in this format yet. Press the button above.", icon=":material/info:")
 else:
     with st.container(border=True):
-        cols = st.columns(3)
+        cols = st.columns(4)
         agreement = record["top1_agreement"]
         cols[0].metric("Top-1 agreement", f"{agreement:.1%}", help="Same top class as the app")
         cols[1].metric("Max |Δ probability|", f"{record['max_abs_diff']:.1e}")
-        cols[2].metric("Images checked", record["n"], help=f"From the {record['source']} split")
+        cols[2].metric("Images checked", record["n"], help=f"From the {record['source']} split(s)")
+        cols[3].metric("Model size", _size(record.get("bytes")))
+        splits = record.get("splits") or {}
+        if splits:
+            acc_cols = st.columns(len(splits) * 2)
+            for index, (split, values) in enumerate(splits.items()):
+                name = {"val": "validation", "test": "test"}.get(split, split)
+                exported, app = values.get("accuracy"), values.get("reference_accuracy")
+                acc_cols[2 * index].metric(
+                    f"Accuracy of this export ({name})",
+                    _percent(exported),
+                    delta=None if exported is None else f"{exported - app:+.1%} vs app",
+                )
+                acc_cols[2 * index + 1].metric(f"Accuracy of the app ({name})", _percent(app))
+        quantization = record.get("quantization")
+        if quantization:
+            q_in, q_out = quantization["input"], quantization["output"]
+            st.caption(
+                f"Integer tensors: input {q_in['dtype']} (scale {q_in['scale']:.6g}, zero point "
+                f"{q_in['zero_point']}), output {q_out['dtype']} (scale {q_out['scale']:.6g}, "
+                f"zero point {q_out['zero_point']}). The model card explains how to feed it."
+            )
         st.download_button(
-            f"Download {FORMAT_TITLES[fmt]} ({record['bytes'] / 1e6:.1f} MB model, zip)",
+            f"Download {FORMAT_TITLES[fmt]} (zip, {_size(record.get('bundle_bytes'))})",
             data=partial(_read_bytes, str(bundle)),
             file_name=f"{run_dir.name}-{fmt}.zip",
             mime="application/zip",
@@ -91,22 +163,23 @@ else:
             key="export_download",
             on_click="ignore",
         )
-        if "accuracy" in record:
-            acc_cols = st.columns(2)
-            acc_cols[0].metric(
-                "Accuracy of this export",
-                f"{record['accuracy']:.1%}",
-                delta=f"{record['accuracy'] - record['reference_accuracy']:+.1%} vs app",
-            )
-            acc_cols[1].metric("Accuracy of the app's model", f"{record['reference_accuracy']:.1%}")
-        if agreement < 1.0 and fmt != "tflite-int8":
+        if agreement < 1.0 and fmt not in ("tflite-int8", "tflite-int8-full"):
             st.warning("The export disagrees with the app on some images; please report it.")
-        st.caption(f"Saved in `{Path(record['path']).parent}` with labels.txt and a README.")
+        if not record.get("clean_process"):
+            st.warning("This export was checked by an older version: export it again.")
+        st.caption(f"Saved in `{Path(record['path']).parent}` (and the zip beside it).")
 
     size = open_run(run_dir).image_size
     st.subheader("Use it")
+    if fmt == "web":
+        st.markdown(
+            "Unzip it, then serve the folder with any static file server and open the page "
+            "(browsers do not run it from a file:// address):"
+        )
+        st.code("cd web\npython -m http.server 8000\n# open http://localhost:8000/", "bash")
+    st.markdown("`pip install -r requirements.txt`, then `python predict.py photo.jpg`:")
     st.code(snippet(fmt, size=size), language="python")
-    if fmt.startswith("tflite"):
+    if fmt.startswith("tflite") and not record.get("quantization"):
         st.markdown("On Android (Kotlin, LiteRT):")
         st.code(kotlin_snippet(fmt, size=size), language="kotlin")
 

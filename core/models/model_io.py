@@ -6,6 +6,11 @@ with one extra entry, ``transfer_studio.json``, holding the class labels and met
 temporary sibling and renamed into place, so a crash never leaves a half-written model.
 Loading always uses ``safe_mode=True``: a model containing a ``Lambda`` (arbitrary code) is
 refused.
+
+Only built-in Keras layers are saved (:func:`core.models.transfer.to_builtin` drops the
+training-time augmentation), so the file opens with plain Keras in a process that cannot import
+this project. Models saved by earlier versions (custom ``transfer_studio>Preprocess`` layer)
+still load and come back converted to built-in layers, with the same predictions.
 """
 
 from __future__ import annotations
@@ -27,14 +32,17 @@ class ModelFileError(ValueError):
 
 
 def _model_facts(model: Any) -> dict[str, Any]:
+    from core.models.registry import get_backbone
+    from core.models.transfer import backbone_name
+
     facts: dict[str, Any] = {}
     try:
-        preprocess = model.get_layer("preprocess")
+        name = backbone_name(model)
     except ValueError:
-        preprocess = None
-    if preprocess is not None:
-        facts["backbone"] = getattr(preprocess, "backbone", None)
-        facts["preprocessing"] = getattr(preprocess, "mode", None)
+        name = None
+    if name is not None:
+        facts["backbone"] = name
+        facts["preprocessing"] = get_backbone(name).preprocessing
     shape = model.input_shape
     if isinstance(shape, tuple) and len(shape) == 4:
         facts["image_size"] = int(shape[1]) if shape[1] else None
@@ -52,6 +60,9 @@ def save_model(
 ) -> Path:
     """Saves ``model`` as a ``.keras`` file with labels and metadata embedded, atomically.
 
+    What is written is :func:`core.models.transfer.to_builtin` of the model: the inference
+    graph (no augmentation), built-in Keras layers only.
+
     Args:
         model: A Keras model (normally from :func:`core.models.transfer.build_model`).
         path: Destination; must end in ``.keras``.
@@ -64,10 +75,13 @@ def save_model(
     Raises:
         ValueError: If the path does not end in ``.keras`` or the labels do not match.
     """
+    from core.models.transfer import to_builtin
+
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"path must end in '.keras'. Received: path={str(path)!r}")
     labels = [str(label) for label in labels]
+    model = to_builtin(model)
     facts = _model_facts(model)
     if len(labels) != facts["num_classes"]:
         raise ValueError(
@@ -147,7 +161,8 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = False) -> tuple[
         compile: Whether to restore the training configuration too.
 
     Returns:
-        ``(model, labels)``.
+        ``(model, labels)``; a model saved by an earlier version comes back converted to
+        built-in layers (:func:`core.models.transfer.to_builtin`).
 
     Raises:
         ModelFileError: If the file is not a Keras file, contains unsafe code (a ``Lambda``
@@ -155,7 +170,9 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = False) -> tuple[
     """
     import keras
 
-    import core.models.transfer  # noqa: F401  (registers Preprocess, Augmentation, SymmetricShear)
+    # Registers the layers of models saved by earlier versions (LegacyPreprocess, Augmentation,
+    # SymmetricShear), so those files still load and can be converted.
+    from core.models.transfer import to_builtin
 
     path = Path(path)
     metadata = read_model_metadata(path)
@@ -185,4 +202,4 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = False) -> tuple[
         raise ModelFileError(
             f"{path.name} has {model.output_shape[-1]} outputs but {len(labels)} labels."
         )
-    return model, labels
+    return to_builtin(model), labels

@@ -4,7 +4,7 @@ Layers, by name (other modules rely on these names)::
 
     image (Input, float32 0..255, (size, size, 3))
     augmentation   Augmentation (a Sequential), only when enabled; acts only in training
-    preprocess     core.models.preprocessing.Preprocess for the backbone
+    preprocess     a built-in layer from core.models.preprocessing.preprocessing_layer
     backbone       nested Model from the registry, called with training=False when pretrained
     pool           GlobalAveragePooling2D / GlobalMaxPooling2D / Flatten
     head           nested Sequential: [Dense(relu)]* -> Dropout -> Dense(softmax)
@@ -15,6 +15,12 @@ in inference mode, and :func:`set_trainable` keeps every BatchNorm frozen when f
 is the exception: frozen, untrained BatchNorm would make it untrainable, so it trains
 normally. What trains is one setting: ``head``, ``top:N`` (the head plus the last N blocks
 of the registry's block structure) or ``all``.
+
+The model is named ``transfer_<backbone>``, which is how :func:`backbone_name` finds the
+registry entry of a loaded model; whether the backbone is pretrained is read from the graph
+(called with ``training=False``). A model is **saved** as :func:`to_builtin` returns it: the
+inference graph without the training-only augmentation, so every saved layer is a built-in
+Keras layer and the file opens without this project.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ import keras
 
 from core.config import AugmentConfig, ModelConfig, parse_trainable
 from core.models import weights as weights_mod
-from core.models.preprocessing import Preprocess
+from core.models.preprocessing import PREPROCESS_LAYER, LegacyPreprocess, preprocessing_layer
 from core.models.registry import BackboneSpec, get_backbone
 
 Progress = Callable[[int, int, str], None]
 
 STEM = "stem"
 HEAD = "head"
+MODEL_PREFIX = "transfer_"
 
 _POOLING_LAYERS = {
     "avg": keras.layers.GlobalAveragePooling2D,
@@ -214,9 +221,7 @@ def build_model(
     if config.augment.enabled:
         x = build_augmentation(config.augment)(x)
     pretrained = config.weights != "none"
-    x = Preprocess(
-        spec.preprocessing, backbone=spec.name, pretrained=pretrained, name="preprocess"
-    )(x)
+    x = preprocessing_layer(spec.preprocessing)(x)
     # Pretrained: BatchNorm always in inference mode (its statistics fit the pretrained
     # weights). Random init: BatchNorm must learn, so it follows the training flag.
     x = backbone(x, training=False) if pretrained else backbone(x)
@@ -225,7 +230,7 @@ def build_model(
         int(x.shape[-1]), num_classes, dense_units=config.dense_units, dropout=config.dropout
     )
     outputs = head(x)
-    model = keras.Model(inputs, outputs, name=f"transfer_{spec.name}")
+    model = keras.Model(inputs, outputs, name=f"{MODEL_PREFIX}{spec.name}")
     set_trainable(model, config.trainable)
     return model
 
@@ -241,11 +246,89 @@ def _walk(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
 
 
 def backbone_name(model: keras.Model) -> str:
-    """The registry name of the backbone inside a transfer model."""
-    name = getattr(model.get_layer("preprocess"), "backbone", None)
-    if not name:
-        raise ValueError("This model's 'preprocess' layer does not record its backbone name.")
+    """The registry name of the backbone inside a transfer model.
+
+    Read from the model's name (``transfer_<backbone>``), or from the ``preprocess`` layer of
+    a model saved by an earlier version.
+
+    Raises:
+        ValueError: If the model does not say which registry backbone it contains.
+    """
+    from core.models.registry import BACKBONES
+
+    legacy = _legacy_preprocess(model)
+    if legacy is not None and legacy.backbone:
+        return legacy.backbone
+    name = model.name[len(MODEL_PREFIX) :] if model.name.startswith(MODEL_PREFIX) else ""
+    if name not in BACKBONES:
+        raise ValueError(
+            f"This model does not name a known backbone: its name must be "
+            f"'{MODEL_PREFIX}<backbone>' with a registry backbone. Received: name={model.name!r}"
+        )
     return name
+
+
+def is_pretrained(model: keras.Model) -> bool:
+    """Whether the model's backbone started from pretrained weights.
+
+    A pretrained backbone is called with ``training=False`` (BatchNorm in inference mode), a
+    randomly initialised one follows the training flag; that call is part of the saved graph.
+    """
+    legacy = _legacy_preprocess(model)
+    if legacy is not None:
+        return legacy.pretrained
+    nodes = getattr(model.get_layer("backbone"), "_inbound_nodes", [])
+    for node in nodes:
+        if node.arguments.kwargs.get("training") is False:
+            return True
+    return not nodes
+
+
+def _legacy_preprocess(model: keras.Model) -> LegacyPreprocess | None:
+    if not _has_layer(model, PREPROCESS_LAYER):
+        return None
+    layer = model.get_layer(PREPROCESS_LAYER)
+    return layer if isinstance(layer, LegacyPreprocess) else None
+
+
+def needs_conversion(model: keras.Model) -> bool:
+    """Whether saving ``model`` as it is would store layers that are not built-in Keras ones.
+
+    True for a model with the training-time augmentation or with the custom preprocessing
+    layer of earlier versions.
+    """
+    return _has_layer(model, "augmentation") or _legacy_preprocess(model) is not None
+
+
+def to_builtin(model: keras.Model) -> keras.Model:
+    """The model as it is saved: raw RGB in, probabilities out, only built-in Keras layers.
+
+    Drops the augmentation (it only acts in training) and replaces the custom preprocessing
+    layer of earlier versions by its built-in equivalent. The backbone, pooling and head are
+    the same layer objects, so the weights are shared and the predictions identical. A model
+    that needs nothing (see :func:`needs_conversion`) is returned as it is.
+
+    Args:
+        model: A transfer model (from :func:`build_model` or loaded from a file).
+
+    Returns:
+        A model whose every layer is a built-in Keras layer.
+    """
+    if not needs_conversion(model) or not _has_layer(model, "backbone"):
+        return model
+    legacy = _legacy_preprocess(model)
+    pretrained = is_pretrained(model)
+    name = backbone_name(model)
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    preprocess = (
+        preprocessing_layer(legacy.mode) if legacy is not None else model.get_layer("preprocess")
+    )
+    x = preprocess(inputs)
+    backbone = model.get_layer("backbone")
+    x = backbone(x, training=False) if pretrained else backbone(x)
+    x = model.get_layer("pool")(x)
+    outputs = model.get_layer(HEAD)(x)
+    return keras.Model(inputs, outputs, name=f"{MODEL_PREFIX}{name}")
 
 
 def assign_blocks(spec: BackboneSpec, layer_names: list[str]) -> list[str]:
@@ -337,7 +420,7 @@ def set_trainable(model: keras.Model, trainable: str) -> None:
     for name, layers in groups:
         for layer in layers:
             layer.trainable = unfrozen is None or name in unfrozen
-    if getattr(model.get_layer("preprocess"), "pretrained", True):
+    if is_pretrained(model):
         for layer in _walk(backbone):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False

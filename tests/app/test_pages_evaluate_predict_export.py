@@ -148,9 +148,20 @@ def test_export_runs_parity_and_offers_download(ready):
     no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Top-1 agreement"] == "100.0%"
-    assert "Accuracy of this export" in metrics
+    assert any(label.startswith("Accuracy of this export") for label in metrics)
+    assert metrics["Model size"].endswith("MB")
     assert at.get("download_button"), "no download button"
     assert any("keras.saving.load_model" in code.value for code in at.code)
+
+    # Full-integer int8: its accuracy next to the app's, and its integer tensors explained.
+    at.radio(key="export_format").set_value("tflite-int8-full")
+    at.button(key="export_go").click()
+    at.run(timeout=600)
+    no_exception(at)
+    assert any("Integer tensors: input int8" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert len(table) == 2 and set(table["Format"]) >= {"Keras (.keras)"}
+    assert all(value.endswith("%") for value in table["Accuracy (export)"])
 
     at.button(key="export_recipe").click()
     at.run()

@@ -77,6 +77,22 @@ def make_run(
     return folder
 
 
+def workspace_with_run(tmp_path_factory, counts: dict[str, int] | None = None, **run_kwargs):
+    """A fresh workspace holding one finished run (for module-scoped fixtures).
+
+    Returns:
+        ``(workspace root, run folder)``.
+    """
+    import pytest
+
+    root = tmp_path_factory.mktemp("workspace")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(root))
+        dataset_id = make_dataset(tmp_path_factory.mktemp("source"), counts)
+        run_dir = make_run(dataset_id, **run_kwargs)
+    return root, run_dir
+
+
 def subprocess_env(workspace: Path) -> dict[str, str]:
     """Environment for ``python -m core ...`` in a child process on the given workspace."""
     env = dict(os.environ)
@@ -86,3 +102,68 @@ def subprocess_env(workspace: Path) -> dict[str, str]:
     extra = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(repo) + (os.pathsep + extra if extra else "")
     return env
+
+
+def save_legacy_model(model, path: Path, *, labels: list[str], mode: str = "tf") -> Path:
+    """Saves ``model`` the way earlier versions did: custom ``transfer_studio>Preprocess`` layer
+    and the ``Augmentation`` wrapper inside the file (same backbone, pooling and head layers)."""
+    import json
+    import zipfile
+
+    import keras
+
+    from core.models.preprocessing import LegacyPreprocess
+    from core.models.transfer import Augmentation, SymmetricShear, backbone_name
+
+    name = backbone_name(model)
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    augmentation = Augmentation(
+        [
+            keras.layers.RandomFlip("horizontal", name="flip"),
+            SymmetricShear(0.1, 0.1, name="shear"),
+        ],
+        name="augmentation",
+    )
+    x = augmentation(inputs)
+    x = LegacyPreprocess(mode, backbone=name, pretrained=True, name="preprocess")(x)
+    x = model.get_layer("backbone")(x, training=False)
+    x = model.get_layer("pool")(x)
+    legacy = keras.Model(inputs, model.get_layer("head")(x), name=f"transfer_{name}")
+    legacy.save(str(path))
+    metadata = {
+        "format": "transfer_studio",
+        "format_version": 1,
+        "backbone": name,
+        "preprocessing": mode,
+        "image_size": int(model.input_shape[1]),
+        "num_classes": len(labels),
+        "labels": list(labels),
+        "extra": {},
+    }
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("transfer_studio.json", json.dumps(metadata))
+    return path
+
+
+def custom_layer_names(path: Path) -> list[str]:
+    """``registered_name`` of every non-Keras class in a ``.keras`` file's config."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            module = node.get("module")
+            if isinstance(module, str) and not module.startswith("keras"):
+                found.append(str(node.get("registered_name")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found

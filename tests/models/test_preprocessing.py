@@ -8,7 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from core.models.preprocessing import Preprocess, check_mode, preprocess_numpy
+from core.models.preprocessing import (
+    LegacyPreprocess,
+    check_mode,
+    preprocess_numpy,
+    preprocessing_layer,
+)
 from core.models.registry import BACKBONES
 
 FAMILIES = sorted({spec.family for spec in BACKBONES.values()} - {"efficientnet_lite"})
@@ -48,7 +53,7 @@ def _built_in_preprocessing(family: str, images: np.ndarray) -> np.ndarray:
 def test_preprocessing_matches_keras_family(family):
     spec = _spec_for(family)
     images = _images()
-    ours = np.asarray(Preprocess(spec.preprocessing)(images))
+    ours = preprocess_numpy(images, spec.preprocessing)
     module = importlib.import_module(f"keras.applications.{family}")
     reference = np.asarray(module.preprocess_input(images.copy()))
     if family in BUILT_IN:
@@ -96,18 +101,37 @@ def test_caffe_mode_is_bgr_minus_mean():
     np.testing.assert_allclose(out, [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-5)
 
 
-def test_layer_serialises_without_lambda():
-    layer = Preprocess("torch", backbone="densenet121", name="preprocess")
+@pytest.mark.parametrize("mode", ["caffe", "torch", "tf", "none"])
+def test_layer_is_builtin_and_matches_the_legacy_layer(mode):
+    """Every mode is a built-in Keras layer (loads with plain Keras, safe_mode) and computes
+    what the custom layer of earlier versions computed."""
+    layer = preprocessing_layer(mode)
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["module"].startswith("keras."), config["module"]
+    assert "transfer_studio" not in str(config)
+    assert layer.trainable_weights == []
+    images = _images(3)
+    legacy = np.asarray(LegacyPreprocess(mode)(images))
+    np.testing.assert_allclose(np.asarray(layer(images)), legacy, rtol=1e-5, atol=1e-4)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, layer(inputs))
+    clone = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(model), safe_mode=True
+    )
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(images)), legacy, rtol=1e-5, atol=1e-4)
+
+
+def test_legacy_layer_still_reads_old_configs():
+    layer = LegacyPreprocess("torch", backbone="densenet121", name="preprocess")
     config = keras.saving.serialize_keras_object(layer)
     assert config["registered_name"] == "transfer_studio>Preprocess"
     clone = keras.saving.deserialize_keras_object(config, safe_mode=True)
     assert clone.mode == "torch" and clone.backbone == "densenet121"
-    images = _images(3)
-    np.testing.assert_allclose(np.asarray(clone(images)), np.asarray(layer(images)))
 
 
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="Received: mode='bgr'"):
         check_mode("bgr")
     with pytest.raises(ValueError, match="caffe"):
-        Preprocess("bgr")
+        preprocessing_layer("bgr")

@@ -8,11 +8,13 @@ import pytest
 
 from core.config import AugmentConfig, ModelConfig
 from core.models.transfer import (
+    backbone_name,
     block_table,
     build_model,
     feature_extractor,
     gradcam_model,
     head_of,
+    is_pretrained,
     last_conv_layer_name,
     num_blocks,
     parameter_counts,
@@ -52,7 +54,10 @@ def test_layer_names_and_shapes(lite_model):
     assert lite_model.input_shape == (None, SIZE, SIZE, 3)
     assert lite_model.output_shape == (None, 3)
     assert isinstance(lite_model.get_layer("backbone"), keras.Model)
-    assert lite_model.get_layer("preprocess").mode == "tf"
+    preprocess = lite_model.get_layer("preprocess")
+    assert isinstance(preprocess, keras.layers.Rescaling)  # mode "tf": a built-in layer
+    assert (preprocess.scale, preprocess.offset) == (1.0 / 127.5, -1.0)
+    assert backbone_name(lite_model) == "efficientnet_lite0" and is_pretrained(lite_model)
     head = head_of(lite_model)
     assert head.name == "head" and head.input_shape == (None, 1280)
     assert [layer.name for layer in head.layers] == ["dense_0", "dropout", "predictions"]
@@ -151,7 +156,7 @@ def test_frozen_batchnorm_statistics_do_not_move_in_a_fit_step():
 def test_random_init_backbone_trains_its_batchnorm():
     """Weights "none": frozen untrained BatchNorm would make the network untrainable."""
     model = build_model(ModelConfig(weights="none", image_size=SIZE, trainable="all"), 2)
-    assert model.get_layer("preprocess").pretrained is False
+    assert is_pretrained(model) is False
     bns = _bn_layers(model)
     assert all(layer.trainable for layer in bns)
     before = np.array(bns[0].moving_mean)
