@@ -34,6 +34,7 @@ initial files before the worker exists).
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -68,11 +69,15 @@ BEST_FILE = "best.json"  # in CHECKPOINTS_DIR: epoch and metrics of the best mod
 LOGS_DIR = "logs"
 CANCEL_FILE = "cancel.request"
 WORKER_LOG = "worker.log"
+#: Held (``flock``) by the one worker that owns the folder, for as long as it lives.
+OWNER_LOCK = ".worker.lock"
 
 # The worker beats every HEARTBEAT_SECONDS; a beat older than STALE_SECONDS means nobody is
 # alive to write it (kept well above the beat so a busy machine is not taken for a dead one).
 HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 30.0
+#: A live owner whose beat is older than this is shown as not responding (frozen, stopped).
+FROZEN_SECONDS = 5 * HEARTBEAT_SECONDS
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -103,6 +108,8 @@ class RunStatus:
         run_id: Folder name of the run.
         state: One of :data:`STATES`.
         pid: Process id of the worker (None before it started).
+        pid_start: Start time of that process (clock ticks since boot, from
+            ``/proc/<pid>/stat``), so a pid reused by another process is never taken for it.
         host: Host name of the worker (liveness by pid only makes sense on that host).
         heartbeat: Last time the worker said it was alive (ISO-8601, UTC).
         phase: What the worker is doing, one of :data:`PHASES`.
@@ -121,6 +128,7 @@ class RunStatus:
     run_id: str = ""
     state: str = "queued"
     pid: int | None = None
+    pid_start: int = 0
     host: str = ""
     heartbeat: str = ""
     phase: str = ""
@@ -182,7 +190,9 @@ class RunStatus:
 _TEXT_FIELDS = ("run_id", "state", "host", "heartbeat", "phase", "message", "created")
 _STATUS_TYPES: dict[str, type | tuple[type, ...]] = {
     **dict.fromkeys(_TEXT_FIELDS + ("started", "finished", "device"), str),
-    **dict.fromkeys(("epoch", "total_epochs", "step", "steps_per_epoch", "resumes"), int),
+    **dict.fromkeys(
+        ("epoch", "total_epochs", "step", "steps_per_epoch", "resumes", "pid_start"), int
+    ),
     "pid": (int, type(None)),
     "extra": (dict, type(None)),
 }
@@ -374,6 +384,123 @@ def pid_alive(pid: int | None) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
+def process_start_ticks(pid: int | None) -> int:
+    """When process ``pid`` started, in clock ticks since boot (0 when unknown).
+
+    Together with the pid this names one process for good: a pid the system hands to a new
+    process later comes with a later start time.
+    """
+    if not pid or pid <= 0:
+        return 0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])  # field 22 of proc(5); fields[0] is field 3 (the state)
+    except (IndexError, ValueError):
+        return 0
+
+
+def owner_state(folder: str | os.PathLike[str]) -> str:
+    """Whether a live worker owns the run folder, asked of the kernel (not of a pid).
+
+    Returns:
+        ``"held"`` while a worker process holds the folder's owner lock (also when it is
+        frozen), ``"free"`` when the lock file exists but nobody holds it (its worker is
+        gone), ``"none"`` when no worker ever took it (older runs, or not started yet).
+    """
+    path = Path(folder) / OWNER_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "none"
+    except OSError:
+        return "none"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "held"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return "free"
+    finally:
+        os.close(fd)
+
+
+class RunOwnedError(RuntimeError):
+    """Another live worker owns the run folder; nothing was written."""
+
+
+def acquire_owner(folder: str | os.PathLike[str], wait_seconds: float = 3.0) -> int:
+    """Takes the run folder's owner lock for this process; returns its descriptor.
+
+    Held until the descriptor is closed (or the process ends, however it ends), so a run
+    folder never has two writers: a second worker, or a resume while a frozen worker still
+    lives, is refused here before it writes anything.
+
+    Args:
+        folder: The run folder.
+        wait_seconds: How long to retry (readers hold the lock shared for microseconds).
+
+    Raises:
+        RunOwnedError: If another process holds it.
+    """
+    path = Path(folder) / OWNER_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise RunOwnedError(
+                    f"Run {Path(folder).name!r} is owned by another live worker; a run folder "
+                    "has one writer. Cancel that worker first (it may be frozen), then resume."
+                ) from None
+            time.sleep(0.05)
+
+
+def release_owner(fd: int) -> None:
+    """Gives up the owner lock taken by :func:`acquire_owner`."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _same_process(status: RunStatus) -> bool:
+    """The recorded pid is alive and (when recorded) started when the worker started."""
+    if not pid_alive(status.pid):
+        return False
+    return not status.pid_start or process_start_ticks(status.pid) == status.pid_start
+
+
+def verified_worker_pid(folder: str | os.PathLike[str], status: RunStatus) -> int | None:
+    """The pid of the run's worker, only when there is proof it is that worker.
+
+    Proof: the folder's owner lock is held and the pid's start time is the one the worker
+    recorded (for runs without an owner lock, the start time alone). A pid now used by an
+    unrelated process gives None, so it is never signalled.
+
+    Args:
+        folder: The run folder.
+        status: Its raw status.
+
+    Returns:
+        The pid, or None.
+    """
+    if status.pid is None or (status.host and status.host != socket.gethostname()):
+        return None
+    owner = owner_state(folder)
+    if owner == "free":
+        return None
+    if owner == "none" and not status.pid_start:
+        return None
+    return status.pid if _same_process(status) else None
+
+
 def _raw_status(folder: Path) -> RunStatus:
     path = folder / STATUS_FILE
     data = read_json(path)
@@ -382,13 +509,30 @@ def _raw_status(folder: Path) -> RunStatus:
     return RunStatus.from_dict(data, path)
 
 
+def _worker_gone(folder: Path, status: RunStatus, age: float, stale_after: float) -> bool:
+    same_host = not status.host or status.host == socket.gethostname()
+    if not same_host:
+        return age > stale_after
+    if status.pid is None:
+        return age > stale_after  # no worker has started yet
+    owner = owner_state(folder)
+    if owner == "held":
+        return False
+    if owner == "free":
+        return True
+    # No owner lock (a run from before locks): the pid, checked against its start time.
+    return not _same_process(status) or age > 10 * stale_after
+
+
 def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SECONDS) -> RunStatus:
     """Reads a run's status, reporting a dead worker as ``interrupted``.
 
     A run that says queued/running is shown as interrupted when its worker is gone: on the
-    same host, when its pid no longer exists (or is a zombie) and the heartbeat stopped;
-    elsewhere, when the heartbeat is older than ``stale_after`` seconds. The file itself is
-    not changed (the worker is its only writer); ``resume`` rewrites it.
+    same host, when nobody holds the folder's owner lock (or, for older runs, when its pid
+    no longer names the process that started the run); elsewhere, when the heartbeat is
+    older than ``stale_after`` seconds. A worker that holds the lock but has not beaten for
+    :data:`FROZEN_SECONDS` is shown as not responding at once (``extra["stale_seconds"]``).
+    The file itself is not changed (the worker is its only writer); ``resume`` rewrites it.
 
     Args:
         folder: The run folder.
@@ -407,12 +551,19 @@ def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SE
         return status
     beat = parse_time(status.heartbeat) or 0.0
     age = time.time() - beat
-    same_host = not status.host or status.host == socket.gethostname()
-    if same_host and status.pid is not None:
-        # The pid answers definitively; the heartbeat only guards against pid reuse.
-        dead = not pid_alive(status.pid) or age > 10 * stale_after
-    else:
-        dead = age > stale_after
+    dead = _worker_gone(folder, status, age, stale_after)
+    if dead:
+        # The worker may have written its final state and let go of the lock in between.
+        again = _raw_status(folder)
+        if again.state not in ACTIVE_STATES or again.pid != status.pid:
+            return again if again.state not in ACTIVE_STATES else status
+    if not dead and status.pid is not None and age > FROZEN_SECONDS:
+        status.extra["stale_seconds"] = int(age)
+        status.message = (
+            f"Not responding: no heartbeat for {int(age)} s, although its worker "
+            f"(pid {status.pid}) still exists; it may be frozen or suspended. Cancel the run "
+            "to end that worker, then resume it from the last completed epoch."
+        )
     if dead and cancel_requested(folder):
         # Killed after a cancel request (e.g. still compiling its first step when the
         # grace period ran out): the person asked for this end, so it is not an accident.

@@ -28,9 +28,10 @@ from core.runs.store import (
     create_run,
     find_run,
     now_iso,
-    pid_alive,
+    owner_state,
     read_status,
     request_cancel,
+    verified_worker_pid,
     write_status,
 )
 from core.workspace import HOME_ENV, workspace_root
@@ -168,9 +169,16 @@ def _escalate(folder: Path, grace_seconds: float) -> RunStatus:
     status = _wait_until_inactive(folder, grace_seconds)
     if status.active and status.pid is not None:
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if not pid_alive(status.pid):
+            # Checked before every signal: a pid that no longer names the run's worker
+            # (it ended, and the system gave the number to another process) is left alone.
+            pid = verified_worker_pid(folder, _raw_status(folder))
+            if pid is None:
                 break
-            _signal(status.pid, sig)
+            _signal(pid, sig)
+            if sig == signal.SIGTERM:
+                # A stopped (SIGSTOP) worker only acts on SIGTERM once it runs again.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
             status = _wait_until_inactive(folder, wait)
             if not status.active:
                 break
@@ -210,10 +218,11 @@ def cancel_run(
     if not status.active:
         return status
     request_cancel(folder)
-    if status.pid is not None and pid_alive(status.pid):
+    pid = verified_worker_pid(folder, _raw_status(folder))
+    if pid is not None:
         # A worker stuck before its first batch check also hears the signal.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(status.pid, signal.SIGUSR1)
+            os.kill(pid, signal.SIGUSR1)
     if wait:
         return _escalate(folder, grace_seconds)
     threading.Thread(target=_escalate, args=(folder, grace_seconds), daemon=True).start()
@@ -246,6 +255,11 @@ def prepare_resume(run_id: str, root: str | os.PathLike[str] | None = None) -> P
     """Checks that a run can be resumed and marks it queued again; returns its folder."""
     folder = find_run(run_id, root)
     status = read_status(folder)
+    if owner_state(folder) == "held":
+        raise ValueError(
+            f"Run {folder.name!r} cannot be resumed while its worker (pid {status.pid}) still "
+            "holds it; it may be frozen. Cancel the run to end that worker, then resume."
+        )
     if status.state not in ("interrupted", "failed", "cancelled"):
         raise ValueError(
             "Only an interrupted, failed or cancelled run can be resumed. "

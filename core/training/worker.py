@@ -32,12 +32,17 @@ from core.runs.store import (
     MODEL_FILE,
     SUMMARY_FILE,
     MetricsReader,
+    RunOwnedError,
     RunStatus,
     _raw_status,
+    acquire_owner,
     epoch_events,
     now_iso,
+    process_start_ticks,
     read_best,
     read_config,
+    read_status,
+    release_owner,
 )
 from core.training.context import (
     CancelToken,
@@ -189,12 +194,27 @@ def run_worker(
     """
     started = time.monotonic()
     folder = Path(folder).resolve()
+    try:
+        # Before anything is written: one worker per run folder, for its whole life.
+        owner_fd = acquire_owner(folder)
+    except RunOwnedError as error:
+        traceback.print_exception(error)
+        return read_status(folder)
+    try:
+        return _run_owned(folder, started, resume=resume, echo=echo)
+    finally:
+        release_owner(owner_fd)
 
+
+def _run_owned(
+    folder: Path, started: float, *, resume: bool, echo: Callable[[dict], None] | None
+) -> RunStatus:
     try:
         status = _raw_status(folder)
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):
         status = RunStatus(run_id=folder.name, created=now_iso())
     status.pid = os.getpid()
+    status.pid_start = process_start_ticks(status.pid)
     status.host = socket.gethostname()
     status.state = "queued"
     status.finished = ""
