@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ui.errors import run_guarded
 from ui.router import mark_routed
 from ui.sidebar import render_sidebar
 from ui.state import init_state
@@ -33,4 +34,4 @@ navigation = st.navigation(
 )
 st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")
 render_sidebar()
-navigation.run()
+run_guarded(navigation.run, navigation.url_path or "home")

@@ -255,7 +255,8 @@ def prepare_resume(run_id: str, root: str | os.PathLike[str] | None = None) -> P
     """Checks that a run can be resumed and marks it queued again; returns its folder."""
     folder = find_run(run_id, root)
     status = read_status(folder)
-    if owner_state(folder) == "held":
+    held = owner_state(folder) == "held"
+    if held and (status.state not in ACTIVE_STATES or status.extra.get("stale_seconds")):
         raise ValueError(
             f"Run {folder.name!r} cannot be resumed while its worker (pid {status.pid}) still "
             "holds it; it may be frozen. Cancel the run to end that worker, then resume."

@@ -1,0 +1,39 @@
+"""User names are shown as text: Markdown and Plotly HTML in them never render."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ui.evaluate_figures import confusion_figure, selected_cell
+from ui.figures import class_counts_figure
+from ui.text import md, plot_text
+
+HOSTILE = "x` **bold** [a](https://e.example) <a href='https://e.example'>y</a> :red[z]\n# h"
+
+
+def test_md_escapes_every_markdown_character_and_keeps_one_line():
+    shown = md(HOSTILE)
+    assert "\n" not in shown
+    for raw in ("**", "](", ":red[", "<a"):
+        assert raw not in shown
+    assert re.search(r"(?<!\\)`", shown) is None  # the backtick cannot close a code span
+    assert shown.replace("\\", "") == HOSTILE.replace("\n", " ")
+
+
+def test_plotly_labels_are_html_escaped():
+    assert plot_text("<a href='x'>y</a> & b") == "&lt;a href='x'&gt;y&lt;/a&gt; &amp; b"
+
+
+def test_confusion_matrix_ticks_are_escaped_and_clicks_map_back():
+    labels = ["<a href='https://e.example'>cat</a>", "dog"]
+    figure = confusion_figure(labels, [[1, 0], [0, 1]])
+    spec = json.dumps(figure.to_plotly_json()["data"])
+    assert "<a href" not in spec and "&lt;a href" in spec
+    event = {"selection": {"points": [{"x": plot_text(labels[0]), "y": "dog"}]}}
+    assert selected_cell(event, labels) == ("dog", labels[0])
+
+
+def test_class_count_bars_are_escaped():
+    figure = class_counts_figure({"<b>x</b>": {"train": 2, "val": 1, "test": 0}})
+    assert figure.data[0].y == ("&lt;b&gt;x&lt;/b&gt;",)

@@ -1,0 +1,42 @@
+"""Names from users (datasets, classes, runs, files, ``?run=``) shown as text, never markup.
+
+Streamlit renders Markdown in ``st.markdown``, ``st.caption``, ``st.error`` and the like, and
+Plotly renders a little HTML (``<a href>``, ``<b>``) in labels. A name typed or uploaded by a
+person goes through :func:`md` before it is put into Markdown, and through :func:`plot_text`
+before it becomes a Plotly label, so ``**bold**``, a backtick that closes a code span, a
+link or ``<a href=...>`` show up as the characters they are.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+# Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all of
+# them also covers Streamlit's own syntax (":red[...]", ":material/...:", "$...$").
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
+
+
+def md(value: object) -> str:
+    """``value`` as Markdown that displays exactly its characters, on one line.
+
+    Args:
+        value: A name (or any object; it is converted with ``str``).
+
+    Returns:
+        The text with Markdown punctuation backslash-escaped and line breaks turned into
+        spaces (a name never starts a heading or a list).
+    """
+    text = _LINE_BREAKS.sub(" ", str(value))
+    return _PUNCTUATION.sub(r"\\\1", text)
+
+
+def plot_text(value: object) -> str:
+    """``value`` as a Plotly label that displays exactly its characters (HTML-escaped)."""
+    return html.escape(str(value), quote=False)
+
+
+def plot_texts(values: object) -> list[str]:
+    """:func:`plot_text` of each item of an iterable."""
+    return [plot_text(value) for value in values]  # type: ignore[attr-defined]
