@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ui.auth import gate
 from ui.errors import run_guarded
 from ui.router import mark_routed
 from ui.sidebar import render_sidebar
@@ -13,6 +14,7 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state="expanded",
 )
+gate()  # who is this, and which workspace do they see (stops at the login form)
 init_state()
 mark_routed()
 

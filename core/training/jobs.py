@@ -34,7 +34,14 @@ from core.runs.store import (
     verified_worker_pid,
     write_status,
 )
-from core.workspace import HOME_ENV, workspace_root
+from core.workspace import (
+    HOME_ENV,
+    SHARED_HOME_ENV,
+    USER_ENV,
+    current_user,
+    shared_root,
+    workspace_root,
+)
 
 # Worker processes this process started and has not reaped yet (pid -> process).
 _children: dict[int, subprocess.Popen] = {}
@@ -88,6 +95,8 @@ def spawn_worker(folder: str | os.PathLike[str], *, resume: bool = False) -> sub
     _reap()
     env = dict(os.environ)
     env[HOME_ENV] = str(workspace_root())
+    env[SHARED_HOME_ENV] = str(shared_root())
+    env[USER_ENV] = current_user()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     repo_root = Path(core.__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join(

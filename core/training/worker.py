@@ -52,7 +52,7 @@ from core.training.context import (
     StatusWriter,
     TrainingCancelled,
 )
-from core.workspace import workspace_root
+from core.workspace import current_user, shared_root
 
 DEVICE_LOCK_ENV = "TRANSFER_STUDIO_DEVICE"
 
@@ -120,34 +120,49 @@ def _complete_summary(folder: Path, summary: dict[str, Any], status: RunStatus) 
 def device_lock_path() -> Path:
     """The lock file that admits one training at a time on this machine's device."""
     name = os.environ.get(DEVICE_LOCK_ENV, "device0")
-    folder = workspace_root() / "locks"
+    folder = shared_root() / "locks"  # one device for every user of the server
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}.lock"
 
 
 def _wait_for_device(status: StatusWriter, token: CancelToken) -> int:
-    """Blocks until this worker holds the device lock; returns the open lock descriptor."""
+    """Blocks until this worker holds the device lock; returns the open lock descriptor.
+
+    The worker waits in the shared queue (:mod:`core.training.queue`): only the head of the
+    queue, chosen round robin across users, tries the lock; the others show their place.
+    """
+    from core.training import queue
+
     path = device_lock_path()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    announced = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if not announced:
-                holder = path.with_suffix(".holder")
-                who = holder.read_text().strip() if holder.exists() else "another run"
-                status.set(
-                    state="queued",
-                    phase="waiting",
-                    message=f"Queued: waiting for {who} to finish on this device.",
-                )
-                announced = True
+    ticket = queue.enter(current_user(), status.status.run_id)
+    shown = None
+    got = False
+    try:
+        while True:
+            place, length = queue.position(ticket)
+            if place <= 1:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    got = True
+                    break
+                except BlockingIOError:
+                    pass
+            holder = path.with_suffix(".holder")
+            who = holder.read_text().strip() if holder.exists() else "another run"
+            message = f"Queued: waiting for {who} to finish on this device."
+            if length > 1:
+                message += f" Place {max(place, 1)} of {length} in the queue (runs of different "
+                message += "people take turns)."
+            if message != shown:
+                status.set(state="queued", phase="waiting", message=message)
+                shown = message
             if token.is_set():
                 os.close(fd)
                 raise TrainingCancelled("Cancelled while waiting in the queue.") from None
             time.sleep(0.25)
+    finally:
+        queue.leave(ticket, served=got)
     path.with_suffix(".holder").write_text(f"run {status.status.run_id}\n")
     return fd
 
