@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.atomic import atomic_write_json
@@ -271,7 +272,8 @@ class TrainConfig:
         """
         data = read_json(path)
         if data is None:
-            raise FileNotFoundError(f"No training config at {path}")
+            where = Path(path)
+            raise FileNotFoundError(f"No training config ({where.name}) in {where.parent.name!r}")
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError, AttributeError) as error:

@@ -25,7 +25,8 @@ class CorruptFileError(ValueError):
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"{self.path.name} in {self.path.parent} {reason}")
+        # Names only, never the server's path: the message may reach a browser.
+        super().__init__(f"{self.path.name} of {self.path.parent.name!r} {reason}")
 
 
 def _kind(value: Any) -> str:

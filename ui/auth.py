@@ -54,6 +54,20 @@ def auth_mode() -> str:
     return "passwords" if users.has_accounts() else "none"
 
 
+def _stop() -> None:
+    """Ends the script run before the router: nothing but what was drawn is shown.
+
+    A hidden navigation keeps Streamlit from listing the page files in the sidebar (its
+    default when a script ends without ``st.navigation``); it names every page, so the
+    address asked for (``/train?run=...``) is kept and opens once the user is in.
+    """
+    pages = sorted((PROJECT_DIR / "pages").glob("*.py"))
+    st.navigation(
+        [st.Page(str(page), default=page.stem == "home") for page in pages], position="hidden"
+    )
+    st.stop()
+
+
 def _password_form() -> None:
     from core import users
 
@@ -70,7 +84,7 @@ def _password_form() -> None:
         else:
             st.session_state[ACCOUNT_KEY] = {"name": account.name, "admin": account.admin}
             st.rerun()
-    st.stop()
+    _stop()
 
 
 def _oidc_account() -> dict[str, Any]:
@@ -81,11 +95,11 @@ def _oidc_account() -> dict[str, Any]:
         st.caption("This server needs you to log in first.")
         if st.button("Log in", type="primary", key="login_oidc"):
             st.login()
-        st.stop()
+        _stop()
     name = str(st.user.get("email") or st.user.get("sub") or "")
     if not name:
         st.error("The login provider sent no e-mail or subject for this account.")
-        st.stop()
+        _stop()
     return {"name": name, "admin": name.lower() in users.oidc_admins()}
 
 
@@ -117,7 +131,7 @@ def gate() -> None:
         if not users.is_local_address(address) and os.environ.get(users.OPEN_SERVER_ENV) != "1":
             st.title("Transfer Studio")
             st.error(md(users.open_server_refusal(str(address or "every address"))))
-            st.stop()
+            _stop()
         st.session_state.pop(VIEW_KEY, None)
         return
     if mode == "oidc":

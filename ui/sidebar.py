@@ -49,7 +49,7 @@ def _run_line() -> None:
     status, error = engine.status_or_error(run_id)
     if status is None:
         st.markdown(":material/model_training: **Run** · _not found_")
-        st.caption(error)
+        st.caption(md(error))
         return
     badge = STATE_BADGES.get(status.state, status.state)
     st.markdown(f":material/model_training: **Run** {badge}")

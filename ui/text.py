@@ -16,6 +16,7 @@ import re
 # them also covers Streamlit's own syntax (":red[...]", ":material/...:", "$...$").
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
+_AUTOLINK = re.compile(r"(?i)(:/|www\.|@)")
 
 
 def md(value: object) -> str:
@@ -29,6 +30,9 @@ def md(value: object) -> str:
         spaces (a name never starts a heading or a list).
     """
     text = _LINE_BREAKS.sub(" ", str(value))
+    # Markdown turns bare URLs into links even when escaped; a word joiner (invisible)
+    # keeps "https://x" and "www.x" plain text.
+    text = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\u2060" + m.group(0)[-1], text)
     return _PUNCTUATION.sub(r"\\\1", text)
 
 

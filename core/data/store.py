@@ -262,23 +262,24 @@ class Dataset:
 
 def _read_manifest(directory: Path) -> pd.DataFrame:
     path = directory / MANIFEST_FILE
+    shown = f"{MANIFEST_FILE} of {directory.name!r}"  # no server path: it may reach a browser
     try:
         frame = pd.read_csv(
             path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8"
         )
     except FileNotFoundError as error:
-        raise DatasetError(f"{path} is missing") from error
+        raise DatasetError(f"{shown} is missing") from error
     except (ValueError, OSError) as error:  # empty, binary, not CSV (pandas errors are ValueErrors)
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DatasetError(f"{path} cannot be read as a manifest ({first})") from error
+        raise DatasetError(f"{shown} cannot be read as a manifest ({first})") from error
     missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
     if missing:
-        raise DatasetError(f"{path} lacks the columns {missing}")
+        raise DatasetError(f"{shown} lacks the columns {missing}")
     for column in ("width", "height"):
         try:
             frame[column] = frame[column].astype(int)
         except ValueError as error:
-            raise DatasetError(f"{path} has a non-number in its {column!r} column") from error
+            raise DatasetError(f"{shown} has a non-number in its {column!r} column") from error
     escaping = [image for image in frame["image"] if not _inside(image)]
     if escaping:
         raise DatasetError(
@@ -406,8 +407,9 @@ def scan_datasets() -> tuple[list[Dataset], list[BrokenDataset]]:
                 BrokenDataset(
                     directory.name,
                     directory,
-                    f"{error}. Its images are untouched; delete the folder {directory} if the "
-                    "dataset is not needed, or ingest the images again.",
+                    f"{error}. Its images are untouched; delete the folder {directory.name!r} "
+                    "(under the workspace's datasets folder) if the dataset is not needed, or "
+                    "ingest the images again.",
                 )
             )
     return sorted(datasets, key=lambda dataset: dataset.created, reverse=True), broken

@@ -214,7 +214,8 @@ def broken_status(folder: str | os.PathLike[str], error: CorruptFileError) -> Ru
         state=BROKEN_STATE,
         message=(
             f"This run cannot be read: {error.path.name} {error.reason}. Its other files are "
-            f"untouched; delete the folder {folder} if the run is not needed."
+            f"untouched; delete the folder {folder.name!r} (under the workspace's runs "
+            "folder) if the run is not needed."
         ),
     )
 
@@ -505,7 +506,7 @@ def _raw_status(folder: Path) -> RunStatus:
     path = folder / STATUS_FILE
     data = read_json(path)
     if data is None:
-        raise FileNotFoundError(f"No {STATUS_FILE} in {folder}")
+        raise FileNotFoundError(f"No run {folder.name[:80]!r} here (no {STATUS_FILE}).")
     return RunStatus.from_dict(data, path)
 
 

@@ -17,7 +17,8 @@ def test_md_escapes_every_markdown_character_and_keeps_one_line():
     assert "\n" not in shown
     # No markup character is left unescaped (a backtick cannot close a code span, ...).
     assert re.search(r"(?<!\\)[`*\[\]()<>:#_]", shown) is None
-    assert shown.replace("\\", "") == HOSTILE.replace("\n", " ")
+    assert shown.replace("\\", "").replace("\u2060", "") == HOSTILE.replace("\n", " ")
+    assert "https:/" not in shown.replace("\\", "")  # bare URLs are not turned into links
 
 
 def test_plotly_labels_are_html_escaped():
