@@ -93,7 +93,8 @@ def _live(run_id: str, was_active: bool) -> None:
     m[1].metric("Best val accuracy", f"{best:.1%}" if best is not None else "–")
     m[2].metric(speed_label, f"{speed:,.0f}" if speed else "–", help=speed_help)
     m[3].metric("Elapsed", run_view.format_duration(elapsed))
-    m[4].metric("Time left (est.)", run_view.format_duration(eta) if status.active else "–")
+    live = status.active and not status.extra.get("stale_seconds")  # a frozen run has no ETA
+    m[4].metric("Time left (est.)", run_view.format_duration(eta) if live else "–")
     if not any(e.get("type") == "epoch" for e in events):
         st.caption(":material/show_chart: The curves appear here after the first epoch.")
     charts = st.columns(2)
