@@ -107,3 +107,16 @@ def check_fields(
             raise CorruptFileError(
                 path, f"has a field {name!r} holding {_kind(value)} {value!r:.60}, expected {names}"
             )
+
+
+def read_json_cache(path: str | os.PathLike[str], *, expect: type = dict) -> Any:
+    """Reads a JSON file that can always be rebuilt (a cache index, a cached result).
+
+    Returns:
+        The value, or None when the file is missing or damaged in any way (the caller
+        rebuilds it).
+    """
+    try:
+        return read_json(path, expect=expect)
+    except CorruptFileError:
+        return None

@@ -12,9 +12,11 @@ from __future__ import annotations
 import html
 import re
 
-# Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all of
-# them also covers Streamlit's own syntax (":red[...]", ":material/...:", "$...$").
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Characters that start Markdown (or Streamlit's ":red[...]", ":material/...:", "$...$")
+# anywhere in a line; "." "," ";" "?" and the like never do and stay as they are.
+_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>!|~$:&#])")
+# At the start of a text, these begin a list, quote or heading ("- x", "+ x", "1. x").
+_LEADING = re.compile(r"^(\s*)([-+=]|\d+(?=[.)]))")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
 _AUTOLINK = re.compile(r"(?i)(:/|www\.|@)")
 
@@ -26,14 +28,22 @@ def md(value: object) -> str:
         value: A name (or any object; it is converted with ``str``).
 
     Returns:
-        The text with Markdown punctuation backslash-escaped and line breaks turned into
-        spaces (a name never starts a heading or a list).
+        The text with every character that starts Markdown backslash-escaped (and a
+        leading ``-``, ``+`` or ``1.`` that would start a list), line breaks turned into
+        spaces, and bare URLs kept from becoming links.
     """
     text = _LINE_BREAKS.sub(" ", str(value))
     # Markdown turns bare URLs into links even when escaped; a word joiner (invisible)
     # keeps "https://x" and "www.x" plain text.
     text = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\u2060" + m.group(0)[-1], text)
-    return _PUNCTUATION.sub(r"\\\1", text)
+    text = _PUNCTUATION.sub(r"\\\1", text)
+    match = _LEADING.match(text)
+    if match and match.group(2)[0].isdigit():
+        end = match.end()
+        return text[:end] + "\\" + text[end:]  # "1. x" -> "1\. x"
+    if match:
+        return text[: match.start(2)] + "\\" + text[match.start(2) :]
+    return text
 
 
 def plot_text(value: object) -> str:

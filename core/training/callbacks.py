@@ -18,7 +18,6 @@ cancel flag and the exceptions live in :mod:`core.training.context` (no Keras ne
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 import keras
 
 from core.atomic import atomic_write_json
+from core.jsonfile import read_json_cache
 from core.training.context import CancelToken, NonFiniteLoss, divergence_message
 
 FIRST_STEP_MESSAGE = "preparing the first step (tracing and compiling the model)."
@@ -350,8 +350,8 @@ class BestModelSaver(keras.callbacks.Callback):
         self.best: dict[str, Any] | None = None
         self._pending = False
         self._last_write = -float("inf")
-        if self.state_path.is_file():
-            self.best = json.loads(self.state_path.read_text())
+        # A damaged record counts as none: the next better epoch rewrites it.
+        self.best = read_json_cache(self.state_path)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         values = _floats(logs)

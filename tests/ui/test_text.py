@@ -21,6 +21,14 @@ def test_md_escapes_every_markdown_character_and_keeps_one_line():
     assert "https:/" not in shown.replace("\\", "")  # bare URLs are not turned into links
 
 
+def test_md_leaves_ordinary_text_alone_and_stops_lists():
+    assert md("Loss became NaN at epoch 2, step 3; lower the rate.") == (
+        "Loss became NaN at epoch 2, step 3; lower the rate."
+    )
+    assert md("- not a list") == "\\- not a list"
+    assert md("1. not a list") == "1\\. not a list"
+
+
 def test_plotly_labels_are_html_escaped():
     assert plot_text("<a href='x'>y</a> & b") == "&lt;a href='x'&gt;y&lt;/a&gt; &amp; b"
 
