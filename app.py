@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from ui.auth import gate
+from ui.errors import run_guarded
 from ui.router import mark_routed
 from ui.sidebar import render_sidebar
 from ui.state import init_state
@@ -12,6 +14,7 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state="expanded",
 )
+gate()  # who is this, and which workspace do they see (stops at the login form)
 init_state()
 mark_routed()
 
@@ -33,4 +36,4 @@ navigation = st.navigation(
 )
 st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")
 render_sidebar()
-navigation.run()
+run_guarded(navigation.run, navigation.url_path or "home")

@@ -8,6 +8,7 @@ from core.data import ingest, store
 from ui import data_view, engine
 from ui.router import require_router
 from ui.state import set_dataset
+from ui.text import md
 
 require_router()
 
@@ -55,7 +56,9 @@ def _files(uploads) -> list[tuple[str, bytes]]:
 
 
 # ---- which dataset ---------------------------------------------------------------------
-all_datasets = store.list_datasets()
+all_datasets, broken_datasets = store.scan_datasets()
+for broken in broken_datasets:
+    st.warning(f"Dataset {md(broken.id)} cannot be opened: {md(broken.reason)}")
 ids = [d.id for d in all_datasets]
 names = {
     d.id: f"{d.name} · {len(d.manifest)} images · {len(d.classes)} classes" for d in all_datasets
@@ -198,7 +201,7 @@ if dataset is None:
 
 # ---- the dataset -----------------------------------------------------------------------
 st.divider()
-st.subheader(f"{dataset.name}")
+st.subheader(md(dataset.name))
 data_view.overview(dataset)
 
 st.subheader("Look through the images")

@@ -6,6 +6,7 @@ from core.runs.predict import predict_sources
 from ui.eval_common import choose_run, explainer, open_run
 from ui.evaluate_figures import probability_figure
 from ui.router import require_router
+from ui.text import md
 
 require_router()
 
@@ -71,7 +72,9 @@ for index, (entry, payload) in enumerate(good):
 
     picture = load_image(payload)
     with st.container(border=True):
-        st.markdown(f"**{entry['file']}** → **{entry['label']}** ({entry['confidence']:.1%})")
+        st.markdown(
+            f"**{md(entry['file'])}** → **{md(entry['label'])}** ({entry['confidence']:.1%})"
+        )
         cols = st.columns([1, 1, 2]) if show_cam else st.columns([1, 2])
         cols[0].image(picture, width="stretch")
         if show_cam and index < MAX_GRADCAM:

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from ui.figures import class_counts_figure
+from ui.text import md
 
 PAGE_SIZE = 24
 GRID_COLUMNS = 6
@@ -115,7 +116,7 @@ def show_report(report: Mapping[str, Any]) -> None:
     if report.get("error"):
         st.error(report["error"])
     for warning in report.get("warnings") or []:
-        st.warning(warning)
+        st.warning(md(warning))
     if rejected:
         with st.expander(f"Rejected files ({len(rejected)}) and why", icon=":material/block:"):
             st.dataframe(pd.DataFrame(rejected), hide_index=True, width="stretch")
@@ -148,9 +149,9 @@ def overview(dataset: Any) -> None:
     if message:
         st.warning(message, icon=":material/balance:")
     for warning in _stored_warnings(dataset):
-        st.warning(warning)
+        st.warning(md(warning))
     for problem in dataset.problems():
-        st.error(f"Not ready to train: {problem}.", icon=":material/report:")
+        st.error(f"Not ready to train: {md(problem)}.", icon=":material/report:")
 
 
 def _stored_warnings(dataset: Any) -> list[str]:
@@ -184,7 +185,7 @@ def browser(dataset: Any) -> tuple[list[str], str]:
     frame = dataset.manifest[dataset.manifest["label"] == label]
     pages = max(1, -(-len(frame) // PAGE_SIZE))
     page = top[1].number_input(f"Page (of {pages})", 1, pages, 1, key=f"data_page_{label}")
-    top[2].caption(f"{len(frame)} images in '{label}'")
+    top[2].caption(f"{len(frame)} images in {md(repr(label))}")
     shown = frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     selected = []
     grid = st.columns(GRID_COLUMNS)

@@ -11,6 +11,7 @@ STATE_BADGES = {
     "failed": ":red-badge[:material/error: failed]",
     "cancelled": ":orange-badge[:material/block: cancelled]",
     "interrupted": ":orange-badge[:material/pause_circle: interrupted]",
+    "broken": ":red-badge[:material/broken_image: broken]",
 }
 
 PHASE_NAMES = {

@@ -14,7 +14,6 @@ The pass runs a compiled predict step batch by batch (``predict_on_batch``) rath
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import numpy as np
 from core.atomic import atomic_write_json
 from core.config import ModelConfig
 from core.data.image_cache import release_pages
+from core.jsonfile import read_json_cache
 from core.training.feeder import ArrayFeeder
 from core.workspace import cache_dir
 
@@ -177,9 +177,12 @@ def cached_embeddings(
     folder = cache_dir() / "embeddings"
     folder.mkdir(parents=True, exist_ok=True)
     npy, index = folder / f"{key}.npy", folder / f"{key}.json"
-    if npy.is_file() and index.is_file():
-        meta = json.loads(index.read_text())
-        array = np.load(npy, mmap_mode="r")
+    meta = read_json_cache(index) if npy.is_file() else None  # damaged: computed again
+    if meta is not None:
+        try:
+            array = np.load(npy, mmap_mode="r")
+        except (OSError, ValueError):
+            array = np.empty((0,))
         if meta.get("images") == list(image_names) and len(array) == len(image_names):
             return EmbeddingCache(array=array, path=npy, seconds=0.0, reused=True)
     started = time.monotonic()
