@@ -35,5 +35,9 @@ navigation = st.navigation(
     ]
 )
 st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")
-render_sidebar()
-run_guarded(navigation.run, navigation.url_path or "home")
+# The sidebar is drawn after the page ran, so it shows what the page just changed (a new
+# model choice, a run just started), also when the page stopped early.
+try:
+    run_guarded(navigation.run, navigation.url_path or "home")
+finally:
+    render_sidebar()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import ingest, store
+from core.data import drafts, ingest, store
 from ui import data_view, engine
 from ui.router import require_router
 from ui.state import set_dataset
@@ -33,8 +33,11 @@ def _ingest_from(make_source, **kwargs):
     return ingest.ingest(make_source(), **kwargs)
 
 
-def _run_ingest(call, *args, **kwargs) -> None:
-    """Runs an ingest call with a progress bar, remembers its report, selects the dataset."""
+def _run_ingest(call, *args, after=None, **kwargs) -> None:
+    """Runs an ingest call with a progress bar, remembers its report, selects the dataset.
+
+    ``after`` runs once a dataset was made (e.g. dropping the webcam pictures it now holds).
+    """
     bar, progress = _progress_bar()
     try:
         report = call(*args, progress=progress, **kwargs)
@@ -47,6 +50,8 @@ def _run_ingest(call, *args, **kwargs) -> None:
     bar.empty()
     st.session_state["data_report"] = report.to_dict()
     if report.dataset_id:
+        if after is not None:
+            after()
         set_dataset(report.dataset_id)
         st.rerun()
 
@@ -164,27 +169,33 @@ with adder:
         else:
             created = data_view.class_by_class_form()
             if created is not None:
-                _run_ingest(_ingest_from, lambda: ingest.UploadSource(created[0]), name=created[1])
-    with tab_cam:
-        st.caption("Take pictures one by one; each goes into the class you choose.")
-        cols = st.columns([2, 1])
-        known = dataset.classes if dataset else st.session_state.get("data_new_classes", [])
-        label = cols[1].selectbox("Into class", known, key="data_cam_class")
-        shot = cols[0].camera_input("Take a picture", key="data_cam")
-        if (
-            shot is not None
-            and label
-            and cols[1].button("Add this picture", type="primary", key="data_cam_go")
-        ):
-            name = f"webcam-{len(st.session_state.get('data_photos', {}).get(label, [])) + 1}.jpg"
-            if dataset:
-                _run_ingest(ingest.add_images, dataset.id, label, [(name, shot.getvalue())])
-            else:
-                st.session_state.setdefault("data_photos", {}).setdefault(label, []).append(
-                    (name, shot.getvalue())
+                _run_ingest(
+                    _ingest_from,
+                    lambda: ingest.UploadSource(created[0]),
+                    name=created[1],
+                    after=drafts.clear_shots,
                 )
-                st.toast(
-                    f"Kept for '{label}'. Press Create dataset on 'Class by class' when ready."
+    with tab_cam:
+        if dataset:
+            st.caption("Take pictures one by one; each goes into the class you choose.")
+            cols = st.columns([2, 1])
+            label = cols[1].selectbox("Into class", dataset.classes, key="data_cam_class")
+            shot = cols[0].camera_input("Take a picture", key="data_cam")
+            if (
+                shot is not None
+                and label
+                and cols[1].button("Add this picture", type="primary", key="data_cam_go")
+            ):
+                name = f"webcam-{int(dataset.counts().loc[label, 'total']) + 1}.jpg"
+                _run_ingest(ingest.add_images, dataset.id, label, [(name, shot.getvalue())])
+        else:
+            created = data_view.webcam_drafts()
+            if created is not None:
+                _run_ingest(
+                    _ingest_from,
+                    lambda: ingest.UploadSource(created[0]),
+                    name=created[1],
+                    after=drafts.clear_shots,
                 )
 
 if st.session_state.get("data_report"):

@@ -48,6 +48,20 @@ except (FileNotFoundError, KeyError, ValueError) as error:
     st.error(f"Cannot evaluate this run: {md(error)}")
     st.stop()
 
+dataset_id = result.dataset
+dataset, problem = engine.dataset_or_error(dataset_id)
+# Images are stored under generated names: show the names they were uploaded with.
+original_names = (
+    dict(zip(dataset.manifest["image"], dataset.manifest["original_name"], strict=True))
+    if dataset is not None
+    else {}
+)
+
+
+def _name(image: str) -> str:
+    return str(original_names.get(image) or Path(image).name)
+
+
 cols = st.columns(4)
 cols[0].metric("Accuracy", f"{result.accuracy:.1%}")
 cols[1].metric("Macro F1", f"{result.macro_avg.get('f1', 0.0):.3f}")
@@ -99,7 +113,15 @@ pred_label = pick_pred.selectbox("Predicted as", labels, key="evaluate_pred")
 
 def _caption(record: dict) -> str:
     mark = "✓" if record["correct"] else "✗"
-    return f"{mark} true {record['true']} · pred {record['predicted']} · {record['confidence']:.0%}"
+    return (
+        f"{mark} {_name(record['image'])} · true {record['true']} · "
+        f"pred {record['predicted']} · {record['confidence']:.0%}"
+    )
+
+
+def _explain(image: str) -> None:
+    """Gallery button callback: Grad-CAM shows this image (state only, no drawing)."""
+    st.session_state["evaluate_gradcam_image"] = image
 
 
 def _gallery(records: list[dict], key: str) -> list[dict]:
@@ -116,6 +138,14 @@ def _gallery(records: list[dict], key: str) -> list[dict]:
     for index, record in enumerate(shown):
         with grid[index % 6]:
             st.image(record["path"], caption=_caption(record), width="stretch")
+            st.button(
+                "Why?",
+                key=f"{key}_why_{index}",
+                icon=":material/visibility:",
+                on_click=_explain,
+                args=(record["image"],),
+                help="Show where the model looked in this picture (Grad-CAM, below).",
+            )
     return shown
 
 
@@ -132,11 +162,18 @@ with losses_tab:
     _gallery(loss_records, "evaluate_losses")
 
 candidates = {r["image"]: r for r in cell_records + loss_records}
+# A newly chosen cell shows its first image in Grad-CAM (not the one chosen before).
+if st.session_state.get("evaluate_gradcam_cell") != (true_label, pred_label):
+    st.session_state["evaluate_gradcam_cell"] = (true_label, pred_label)
+    if cell_records:
+        st.session_state["evaluate_gradcam_image"] = cell_records[0]["image"]
+if st.session_state.get("evaluate_gradcam_image") not in candidates:
+    st.session_state.pop("evaluate_gradcam_image", None)
 
 
 def _short(image: str) -> str:
     record = candidates.get(image)
-    name = Path(image).name
+    name = _name(image)
     return f"{name} ({record['true']} → {record['predicted']})" if record else name
 
 
@@ -174,8 +211,6 @@ else:
 
 # ---- fix the data, then retrain ------------------------------------------------------------
 st.subheader("Fix the data")
-dataset_id = result.dataset
-dataset, problem = engine.dataset_or_error(dataset_id)
 if dataset is None:
     st.warning(f"The dataset of this run is not available any more: {md(problem)}")
     st.stop()

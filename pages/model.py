@@ -1,5 +1,7 @@
 """Model: pick a pretrained backbone, its weights, what retrains, the head and augmentation."""
 
+import dataclasses
+
 import streamlit as st
 
 from core.config import FLIPS, POOLINGS, AugmentConfig, ModelConfig, parse_trainable
@@ -51,7 +53,10 @@ picked = st.dataframe(
     width="stretch",
     on_select="rerun",
     selection_mode="single-row",
-    key="model_table",
+    # Keyed by the saved choice and a counter the offline button moves on: a choice made
+    # outside the table draws a new table with that row ticked, never one the browser still
+    # remembers with the old row ticked.
+    key=f"model_table_{current.backbone}_{st.session_state.get('model_table_round', 0)}",
     selection_default={"selection": {"rows": [names.index(current.backbone)]}},
     column_config={
         "ImageNet top-1 %": st.column_config.NumberColumn(format="%.1f"),
@@ -93,7 +98,7 @@ source = cols[1].radio(
     "Start from",
     sources,
     sources.index(source_now),
-    key="model_source",
+    key=f"model_source_{backbone}",
     format_func=source_names.get,
     horizontal=True,
 )
@@ -108,8 +113,10 @@ if source == "imagenet" and status == "unavailable":
     if backbone != DEFAULT_BACKBONE and cols[1].button(
         f"Use {BACKBONES[DEFAULT_BACKBONE].display_name}", key="model_use_offline"
     ):
-        set_model_config(ModelConfig(backbone=DEFAULT_BACKBONE, image_size=current.image_size))
-        st.session_state.pop("model_table", None)
+        set_model_config(
+            dataclasses.replace(current, backbone=DEFAULT_BACKBONE, weights="imagenet")
+        )
+        st.session_state["model_table_round"] = st.session_state.get("model_table_round", 0) + 1
         st.rerun()
 elif source == "file":
     upload = cols[1].file_uploader(

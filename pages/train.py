@@ -1,7 +1,11 @@
 """Train: hyperparameters, Start, and the live view of the run (re-attachable by URL)."""
 
+import dataclasses
+
 import streamlit as st
 
+from core.models.registry import DEFAULT_BACKBONE
+from core.models.weights import missing_weights
 from core.runs.store import MetricsReader, read_config
 from ui import engine, run_view
 from ui.devices import device_panel
@@ -10,7 +14,7 @@ from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
 from ui.nav import link
 from ui.router import require_router
 from ui.start_from import start_from_picker
-from ui.state import build_train_config, set_run
+from ui.state import build_train_config, set_model_config, set_run
 from ui.text import md
 from ui.train_form import hyperparameter_form
 
@@ -35,8 +39,9 @@ def _controls(status) -> None:
 
             cancel_run(status.run_id, wait=False)
             st.toast("Cancelling: the run stops after the current batch and keeps its best model.")
-    elif status.state in ("interrupted", "failed", "cancelled") and st.button(
-        "Resume this run", icon=":material/play_arrow:", key="train_resume"
+    elif status.state in ("interrupted", "failed", "cancelled") and (
+        _resumable(status.run_id)
+        and st.button("Resume this run", icon=":material/play_arrow:", key="train_resume")
     ):
         from core.training.jobs import resume_run
 
@@ -46,6 +51,56 @@ def _controls(status) -> None:
             st.error(md(error))
         else:
             st.rerun(scope="app")
+
+
+def _resumable(run_id: str) -> bool:
+    """Whether Resume can work: its weights are still to be had (says why not otherwise)."""
+    try:
+        model = read_config(engine.run_folder(run_id)).model
+    except (FileNotFoundError, ValueError) as error:
+        st.caption(f"Resume is not offered: the run's settings cannot be read ({error}).")
+        return False
+    missing = missing_weights(model.backbone, model.weights, model.image_size)
+    if missing:
+        st.caption(f"Resume is not offered: it would fail the same way. {missing}")
+        return False
+    return True
+
+
+def _weights_choices(model) -> bool:
+    """Says what a run of ``model`` lacks before Start and offers the choices that work.
+
+    Returns:
+        True when the weights are there (Start can work).
+    """
+    missing = missing_weights(model.backbone, model.weights, model.image_size)
+    if not missing:
+        return True
+    st.warning(
+        f"{missing} A run would fail, so Start is off until you pick one of these:",
+        icon=":material/cloud_off:",
+    )
+    c = st.columns(3)
+    if c[0].button(
+        f"Use {engine.backbone_title(DEFAULT_BACKBONE)}",
+        icon=":material/offline_pin:",
+        key="train_use_offline",
+        help="Its ImageNet weights ship with the app: works without internet.",
+    ):
+        set_model_config(dataclasses.replace(model, backbone=DEFAULT_BACKBONE, weights="imagenet"))
+        st.rerun(scope="app")
+    if c[1].button(
+        "Start from random weights",
+        icon=":material/casino:",
+        key="train_use_random",
+        help="No pretraining: learns everything from your images, so it needs many more.",
+    ):
+        set_model_config(dataclasses.replace(model, weights="none"))
+        st.rerun(scope="app")
+    c[2].page_link(
+        "pages/model.py", label="Upload a weights file (Model page)", icon=":material/upload:"
+    )
+    return False
 
 
 def _next_steps() -> None:
@@ -125,6 +180,10 @@ def _run_header(run_id: str) -> None:
         f"{trainable_phrase(model.trainable)} · {config.total_epochs} epochs · "
         f"{config.optimizer} lr {config.learning_rate:g}"
     )
+    if dataset is not None:
+        train_images = int(dataset.counts()["train"].sum())
+        for warning in run_view.setting_warnings(config, train_images):
+            st.warning(warning, icon=":material/warning:")
 
 
 active = False
@@ -167,6 +226,7 @@ if active:
         "Another run started now waits in the queue until this one ends (one training at a "
         "time on this machine)."
     )
+weights_ok = _weights_choices(model)
 init_from, refusal = "", None
 try:
     planned = build_train_config(dataset_id, st.session_state["train_config"])
@@ -174,8 +234,10 @@ except ValueError:
     planned = None
 if planned is not None and not problems:
     init_from, refusal = start_from_picker(planned, list(dataset.classes))
-overrides = hyperparameter_form(st.session_state["train_config"])
-if overrides is not None and not problems:
+overrides = hyperparameter_form(
+    st.session_state["train_config"], can_start=weights_ok and not problems
+)
+if overrides is not None and not problems and weights_ok:
     try:
         config = build_train_config(dataset_id, overrides).replace(init_from=init_from)
     except ValueError as error:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.data import drafts
 from ui.figures import class_counts_figure
 from ui.text import md
 
@@ -74,17 +75,109 @@ def class_by_class_form() -> tuple[dict[str, list[tuple[str, bytes]]], str] | No
         per_class.setdefault(classes[index].strip(), []).extend(
             (f.name, f.getvalue()) for f in uploads or []
         )
-    for label, shots in st.session_state.get("data_photos", {}).items():
-        per_class.setdefault(label.strip(), []).extend(shots)
+    kept = drafts.list_shots()
+    for label, files in drafts.shots_as_files(kept).items():
+        per_class.setdefault(label, []).extend(files)
+    if kept:
+        st.caption(
+            ":material/photo_camera: Webcam pictures kept: "
+            + ", ".join(f"{label} ({len(paths)})" for label, paths in kept.items())
+            + ". They are added to the class of the same name."
+        )
     name = st.text_input("Dataset name", key="data_cls_name", placeholder="e.g. Leaves")
     buttons = st.columns([1, 1, 3])
     if buttons[0].button("Add a class", icon=":material/add:", key="data_cls_add"):
         classes.append(f"class {len(classes) + 1}")
         st.rerun()
     ready = {label: files for label, files in per_class.items() if label and files}
-    if buttons[1].button("Create dataset", type="primary", key="data_cls_go", disabled=not ready):
-        st.session_state.pop("data_photos", None)
+    go = buttons[1].button(
+        "Create dataset", type="primary", key="data_cls_go", disabled=len(ready) < 2
+    )
+    if len(ready) == 1:
+        st.info(SECOND_CLASS_UPLOAD, icon=":material/looks_two:")
+    if go:
         return ready, name.strip() or "My images"
+    return None
+
+
+SECOND_CLASS_UPLOAD = (
+    "A model learns to tell classes apart, so it needs at least two. Give the second class "
+    "a name and drop a few pictures of it into its box."
+)
+SECOND_CLASS_WEBCAM = (
+    "A model learns to tell classes apart, so it needs at least two. Add a second class: "
+    "choose “+ New class…” under *Into class*, give it a name, and take a few pictures of it."
+)
+NEW_CLASS = "+ New class…"
+SHOTS_SHOWN = 12
+MIN_PICTURES = 3  # one each for train, validation and test
+
+
+def webcam_drafts() -> tuple[dict[str, list[tuple[str, bytes]]], str] | None:
+    """Webcam pictures for a new dataset, kept on disk (a refresh keeps them) until deleted.
+
+    Returns:
+        ``(files by class, dataset name)`` when the user presses Create dataset, else None.
+    """
+    kept = drafts.list_shots()
+    st.caption(
+        "Take pictures one by one; each goes into the class you choose and is kept until you "
+        "delete it or make the dataset."
+    )
+    cols = st.columns([2, 1])
+    known = list(dict.fromkeys([*kept, *st.session_state.get("data_new_classes", [])]))
+    label = cols[1].selectbox("Into class", [*known, NEW_CLASS], key="data_cam_class")
+    if label == NEW_CLASS:
+        label = (
+            cols[1]
+            .text_input("New class name", key="data_cam_new", placeholder=f"class {len(known) + 1}")
+            .strip()
+        )
+    shot = cols[0].camera_input("Take a picture", key="data_cam")
+    if (
+        shot is not None
+        and label
+        and cols[1].button("Add this picture", type="primary", key="data_cam_go")
+    ):
+        try:
+            drafts.add_shot(label, shot.getvalue())
+        except ValueError as error:
+            cols[1].error(str(error))
+        else:
+            kept = drafts.list_shots()
+            count = len(kept.get(label, []))
+            st.toast(f"Kept picture {count} of “{label}”.")
+    if not kept:
+        st.caption("No pictures yet.")
+        return None
+    for name, paths in kept.items():
+        with st.container(border=True):
+            head = st.columns([4, 1], vertical_alignment="center")
+            head[0].markdown(f"**{md(name)}** · {len(paths)} picture(s)")
+            if head[1].button("Delete these", key=f"data_cam_del_{paths[0].parent.name}"):
+                drafts.clear_shots(name)
+                st.rerun()
+            grid = st.columns(SHOTS_SHOWN)
+            for index, path in enumerate(paths[-SHOTS_SHOWN:]):
+                grid[index].image(thumbnail(str(path), path.stat().st_mtime), width="stretch")
+    name = st.text_input("Dataset name", key="data_cam_name", placeholder="e.g. My desk")
+    few = [label for label, paths in kept.items() if len(paths) < MIN_PICTURES]
+    go = st.button(
+        "Create dataset from these pictures",
+        type="primary",
+        key="data_cam_create",
+        disabled=len(kept) < 2 or bool(few),
+    )
+    if len(kept) < 2:
+        st.info(SECOND_CLASS_WEBCAM, icon=":material/looks_two:")
+    elif few:
+        st.info(
+            f"Take at least {MIN_PICTURES} pictures of every class (some to learn from, one "
+            f"to check, one to test). Still short: {', '.join(few)}.",
+            icon=":material/photo_camera:",
+        )
+    if go:
+        return drafts.shots_as_files(kept), name.strip() or "My webcam pictures"
     return None
 
 

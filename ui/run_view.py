@@ -128,14 +128,56 @@ def failure_advice(message: str) -> list[str]:
     if "memory" in text or "oom" in text:
         tips.append("Halve the batch size, or choose a smaller image size on the Model page.")
         tips.append("Train the head only: it needs far less memory than the whole network.")
-    if "weights" in text or "download" in text:
+    about_weights = "weights" in text or "download" in text
+    if about_weights:
         tips.append(
             "On the Model page pick the offline backbone (EfficientNet-Lite0), upload a "
             ".weights.h5 file, or start from random weights."
         )
-    if "dataset" in text or "image" in text or "class" in text:
+    # "ImageNet" says "image" too: a weights failure is not a data problem.
+    if "dataset" in text or (not about_weights and ("image" in text or "class" in text)):
         tips.append("Check the Data page: every class needs a few images in each split.")
     if not tips:
         tips.append("Resume the run, or start a new one with the same settings.")
         tips.append("If it fails again, look at the worker log in the run folder.")
     return tips
+
+
+def setting_warnings(config: Any, train_images: int) -> list[str]:
+    """Settings of a run that are unlikely to be what the user meant, each with the reason.
+
+    Nothing here blocks a run; the Train page shows these beside it.
+
+    Args:
+        config: The run's :class:`core.config.TrainConfig`.
+        train_images: Number of training images of its dataset.
+
+    Returns:
+        Plain sentences, most important first.
+    """
+    warnings = []
+    batch = int(config.batch_size)
+    if train_images and batch > train_images:
+        warnings.append(
+            f"Batch size {batch} is more than the {train_images} training images: each "
+            "epoch is a single step, so the model learns slowly. A batch size of "
+            f"{max(2, min(16, train_images // 2))} suits this dataset better."
+        )
+    epochs = int(config.epochs) + int(config.fine_tune_epochs)
+    if epochs > 100:
+        patience = int(config.early_stopping_patience)
+        stop = (
+            f" Early stopping ends it once validation stops improving for {patience} epochs."
+            if patience
+            else " Early stopping is off, so every epoch runs."
+        )
+        warnings.append(
+            f"{epochs} epochs is far more than transfer learning usually needs (5-20 is "
+            f"typical): the model may learn your training images by heart.{stop}"
+        )
+    if float(config.learning_rate) >= 1e-2 and config.model.trainable != "head":
+        warnings.append(
+            f"A learning rate of {config.learning_rate:g} while the pretrained layers learn "
+            "can wipe out what they knew; 1e-4 or lower is safer."
+        )
+    return warnings

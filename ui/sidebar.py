@@ -8,14 +8,22 @@ from ui import engine
 from ui.labels import STATE_BADGES, trainable_phrase
 from ui.text import md
 
+RUN_REFRESH_SECONDS = 2.0
+
 
 def render_sidebar() -> None:
-    """Draws the "Your work" panel under the navigation on every page."""
+    """Draws the "Your work" panel under the navigation on every page (after the page ran)."""
     with st.sidebar:
         st.markdown("##### Your work")
         _dataset_line()
         _model_line()
-        _run_line()
+        run_id = st.session_state.get("run_id")
+        status = engine.status_or_error(run_id)[0] if run_id else None
+        if status is not None and status.active:
+            # Follows the run between page reruns, like the Train page does.
+            st.fragment(run_every=RUN_REFRESH_SECONDS)(_run_line)()
+        else:
+            _run_line()
 
 
 def _dataset_line() -> None:

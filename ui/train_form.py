@@ -19,12 +19,13 @@ def _nearest(options: list[float], value: float) -> float:
     return min(options, key=lambda option: abs(option - value))
 
 
-def hyperparameter_form(saved: dict[str, Any]) -> dict[str, Any] | None:
+def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dict[str, Any] | None:
     """Draws the form; returns the chosen hyperparameters when Start is pressed, else None.
 
     Args:
         saved: The last hyperparameters (``st.session_state["train_config"]``), used as
             defaults.
+        can_start: False greys Start out (the page says why above the form).
 
     Returns:
         ``TrainConfig`` field values (without ``dataset`` and ``model``), or None.
@@ -143,7 +144,11 @@ def hyperparameter_form(saved: dict[str, Any]) -> dict[str, Any] | None:
             placeholder="e.g. first try, head only",
         )
         start = c[1].form_submit_button(
-            "Start training", type="primary", icon=":material/play_arrow:", width="stretch"
+            "Start training",
+            type="primary",
+            icon=":material/play_arrow:",
+            width="stretch",
+            disabled=not can_start,
         )
     if not start:
         return None

@@ -527,3 +527,32 @@ def store_uploaded_weights(file_name: str, data: bytes) -> Path:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def missing_weights(backbone: str, weights: str, image_size: int | None = None) -> str | None:
+    """Why a run with these weights would fail before training, or None when it can start.
+
+    A cheap pre-flight check for the app: it never downloads, it only looks at what is on
+    this machine (and, for ImageNet weights not cached, whether the server answers).
+
+    Args:
+        backbone: Registry name.
+        weights: ``"imagenet"``, ``"none"`` or the path of a ``.weights.h5`` file.
+        image_size: Input size (some networks have one weights file per size).
+
+    Returns:
+        A sentence naming what is missing, or None.
+    """
+    spec = get_backbone(backbone)
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        if weights_status(backbone, image_size) != "unavailable":
+            return None
+        return (
+            f"The ImageNet weights of {spec.display_name} are not on this machine and cannot "
+            "be downloaded (it seems to be offline)."
+        )
+    if not Path(weights).is_file():
+        return f"The weights file {Path(weights).name!r} is not on this machine any more."
+    return None

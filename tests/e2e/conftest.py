@@ -1,9 +1,10 @@
-"""Browser tests: a real ``streamlit run app.py`` server and Debian's headless Chromium.
+"""Browser tests: the app started as the README starts it, in Debian's headless Chromium.
 
-The server runs once per test session on a free localhost port with its own temporary
-``TRANSFER_STUDIO_HOME``; each test gets a fresh browser page. Screenshots go to
-``test-artifacts/screenshots/``. Without ``/usr/bin/chromium`` the tests are skipped, except
-when ``CI=true``, where a missing browser is a failure.
+``scripts/run-app.sh`` runs the server (same config, file watcher as configured) once per
+test session on a free localhost port with its own temporary ``TRANSFER_STUDIO_HOME``; each
+test gets a fresh browser page. Screenshots go to ``test-artifacts/screenshots/``. Without
+``/usr/bin/chromium`` the tests are skipped, except when ``CI=true``, where a missing browser
+is a failure.
 """
 
 from __future__ import annotations
@@ -57,40 +58,47 @@ def studio_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e-workspace")
 
 
+def app_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that start the app the way the README does.
+
+    ``scripts/run-app.sh`` with the repository's ``.streamlit/config.toml`` (file watcher as
+    configured), using the venv of this Python process as it is (no reinstall).
+    """
+    env = dict(os.environ)
+    env.update(
+        TRANSFER_STUDIO_VENV=sys.prefix,
+        TRANSFER_STUDIO_NO_INSTALL="1",
+        TRANSFER_STUDIO_ADDRESS="127.0.0.1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    command = [
+        "bash",
+        str(ROOT / "scripts" / "run-app.sh"),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+    ]
+    return command, env
+
+
 @contextlib.contextmanager
 def running_server(home: Path):
-    """Runs ``streamlit run app.py`` on a free port with ``home`` as its workspace.
+    """Runs the app (``scripts/run-app.sh``) on a free port with ``home`` as its workspace.
 
     Yields the base URL once /_stcore/health answers; stops the server on exit.
     """
     port = _free_port()
-    env = dict(os.environ)
+    command, env = app_command(port)
     env.update(
         TRANSFER_STUDIO_HOME=str(home),
-        TF_CPP_MIN_LOG_LEVEL="2",
         # Never reach out: a refused local port stands in for the weights server.
         TRANSFER_STUDIO_WEIGHTS_MIRROR="http://127.0.0.1:9",
     )
     log_path = home / f"server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-                "--server.fileWatcherType",
-                "none",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
+            command,
             cwd=ROOT,
             env=env,
             stdout=log,
