@@ -577,7 +577,7 @@ def plain_keras_fit(
         metrics=["accuracy"],
     )
     fit_start = time.time()
-    model.fit(
+    history = model.fit(
         arrays.x_train,
         arrays.y_train,
         batch_size=batch_size,
@@ -590,7 +590,44 @@ def plain_keras_fit(
     if save_to is not None:
         model.save(save_to)
     seconds = time.perf_counter() - started
-    return Fit(seconds=seconds, epoch_ends=clock.ends, fit_start=fit_start)
+    return Fit(
+        seconds=seconds,
+        epoch_ends=clock.ends,
+        fit_start=fit_start,
+        extra={"history": {k: [float(v) for v in vs] for k, vs in history.history.items()}},
+    )
+
+
+def studio_and_plain(
+    dataset_id: str, model_config, arrays: SplitArrays, *, batch_size: int, save_to: Path
+) -> tuple[Callable[[int], Fit], Callable[[int], Fit]]:
+    """The two sides of a head-only comparison, as ``side(epochs) -> Fit``.
+
+    Transfer Studio's side is a real run with the plain side's hyperparameters (Adam at
+    1e-3, no early stopping, seed 42), so both do the same number of epochs of the same
+    training; its embedding cache is deleted first, so every run pays for its passes.
+    """
+    from core.config import TrainConfig
+
+    def studio(epochs: int) -> Fit:
+        clear_embedding_cache()
+        run = TrainConfig(
+            dataset=dataset_id,
+            model=model_config,
+            epochs=epochs,
+            learning_rate=1e-3,
+            early_stopping_patience=0,
+            batch_size=batch_size,
+            seed=42,
+        )
+        return studio_run(run)
+
+    def plain(epochs: int) -> Fit:
+        return plain_keras_fit(
+            arrays, model_config, epochs=epochs, batch_size=batch_size, save_to=save_to
+        )
+
+    return studio, plain
 
 
 def studio_run(config) -> Fit:

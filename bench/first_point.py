@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"sample dataset: {report.num_images} images, classes {sorted(report.classes)}; "
             f"model {model.backbone} @ {model.image_size}px, weights {model.weights!r}, "
-            f"trainable {model.trainable}, batch {args.batch_size}, {config.epochs} epochs"
+            f"trainable {model.trainable}, batch {args.batch_size}, up to {config.total_epochs} "
+            "epochs"
         )
 
         def cold_studio() -> dict:

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = max(2, 3 if args.quick else args.epochs)
     repeats = 1 if args.quick else max(1, args.repeats)
 
-    from core.config import ModelConfig, TrainConfig
+    from core.config import ModelConfig
 
     verdicts = common.Verdicts()
     rows = []
@@ -73,25 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-            def studio(n_epochs: int, config=model_config):
-                common.clear_embedding_cache()
-                run = TrainConfig(
-                    dataset=dataset_id,
-                    model=config,
-                    epochs=n_epochs,
-                    batch_size=args.batch_size,
-                    seed=42,
-                )
-                return common.studio_run(run)
-
-            def plain(n_epochs: int, config=model_config, arrays=arrays):
-                return common.plain_keras_fit(
-                    arrays,
-                    config,
-                    epochs=n_epochs,
-                    batch_size=args.batch_size,
-                    save_to=tmp / "plain.keras",
-                )
+            studio, plain = common.studio_and_plain(
+                dataset_id,
+                model_config,
+                arrays,
+                batch_size=args.batch_size,
+                save_to=tmp / "plain.keras",
+            )
 
             # Warm-up: both sides once, short (process-level warm caches, kernels).
             plain(2)

@@ -3,8 +3,8 @@
 Generates two datasets of 224x224 JPEGs (default 20,000 and 1,000; ``--quick``: 2,000 and
 200), ingests each, then for each runs the real worker process (``python -m core.training
 <run>``, what ``core.training.jobs.start_run`` launches) for one
-epoch of a small model at 224x224 (default ``mobilenet_v3_small``, random weights, head
-trainable with a horizontal flip, so the normal path feeds every batch from the memory-mapped
+epoch of a small model at 224x224 (default ``mobilenet_v3_small``, random weights, the head
+and the top block trainable, so the normal path feeds every batch from the memory-mapped
 image cache; ``--path fast`` takes the embedding fast path instead), starting with no caches:
 the worker decodes every image into its cache, then trains. While it runs, this script polls
 ``/proc/<pid>/status`` for:
@@ -107,21 +107,21 @@ def measure(dataset_id: str, args, log: Path):
     """Runs one worker process on ``dataset_id`` from cold caches; returns its memory."""
     import shutil
 
-    from core.config import AugmentConfig, ModelConfig, TrainConfig
+    from core.config import ModelConfig, TrainConfig
     from core.runs.store import create_run, read_summary
     from core.training.jobs import worker_command
     from core.workspace import HOME_ENV, cache_dir, workspace_root
 
     shutil.rmtree(cache_dir(), ignore_errors=True)
-    augment = AugmentConfig() if args.path == "fast" else AugmentConfig(flip="horizontal")
+    # Augmentation no longer leaves the fast path (cached views): a trainable top block is
+    # what makes every batch come from the image cache through the whole network.
     config = TrainConfig(
         dataset=dataset_id,
         model=ModelConfig(
             backbone=args.backbone,
             weights="none",
             image_size=224,
-            trainable="head",
-            augment=augment,
+            trainable="head" if args.path == "fast" else "top:1",
         ),
         epochs=1,
         batch_size=args.batch_size,

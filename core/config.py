@@ -24,6 +24,22 @@ SCHEDULES = ("constant", "cosine", "reduce_on_plateau")
 CLASS_WEIGHTS = ("off", "balanced")
 _TRAINABLE_RE = re.compile(r"^(head|all|top:(\d+))$")
 
+# "Auto" settings (``None`` in a TrainConfig) resolve by what trains in the first phase.
+# Head only (the fast path on cached embeddings, an epoch costs a fraction of a second):
+# train until validation loss stops improving, at a rate suited to a fresh linear head.
+# On sklearn's digits with EfficientNet-Lite0 features this converges in ~80 epochs and
+# matches logistic regression on the same features.
+AUTO_HEAD_EPOCHS = 200
+AUTO_HEAD_LEARNING_RATE = 3e-3
+AUTO_HEAD_PATIENCE = 10
+# A validation loss that falls by less than this per epoch counts as not improving (a
+# separable dataset's loss creeps down for hundreds of epochs after accuracy settled).
+EARLY_STOPPING_MIN_DELTA = 1e-3
+# Part of the backbone trains from the first epoch: a few epochs at a fine-tuning rate.
+AUTO_EPOCHS = 10
+AUTO_LEARNING_RATE = 1e-4
+AUGMENT_VIEWS_MAX = 32
+
 
 def _fail(field_name: str, allowed: str, received: Any) -> None:
     raise ValueError(f"{field_name} must be {allowed}. Received: {field_name}={received!r}")
@@ -73,6 +89,8 @@ class AugmentConfig:
         contrast: Largest contrast change as a fraction.
         brightness: Largest brightness change as a fraction.
         shear: Largest shear as a fraction (the classic shear/zoom/flip recipe).
+        views: Augmented views of each training image embedded once when only the head
+            trains (the fast path draws one view per image per epoch).
     """
 
     flip: str = "none"
@@ -82,11 +100,13 @@ class AugmentConfig:
     contrast: float = 0.0
     brightness: float = 0.0
     shear: float = 0.0
+    views: int = 4
 
     def __post_init__(self) -> None:
         _check_choice("augment.flip", self.flip, FLIPS)
         for name in ("rotation", "zoom", "translation", "contrast", "brightness", "shear"):
             _check_range(f"augment.{name}", getattr(self, name), 0.0, 1.0)
+        _check_range("augment.views", self.views, 1, AUGMENT_VIEWS_MAX, integer=True)
 
     @property
     def enabled(self) -> bool:
@@ -155,13 +175,16 @@ class TrainConfig:
         dataset: Dataset id under ``workspace/datasets``.
         model: The network to build.
         optimizer: ``adam``, ``adamw``, ``sgd`` (with momentum) or ``rmsprop``.
-        learning_rate: Base learning rate.
+        learning_rate: Base learning rate; ``None`` = auto (:attr:`effective_learning_rate`).
         momentum: Momentum for ``sgd`` and ``rmsprop``.
         weight_decay: Decoupled weight decay (``adamw``) or L2 factor for the others.
         schedule: ``constant``, ``cosine`` or ``reduce_on_plateau``.
         batch_size: Images per step.
-        epochs: Epochs of the first phase (the only phase when ``fine_tune_epochs`` is 0).
-        early_stopping_patience: Epochs without val_loss improvement before stopping; 0 = off.
+        epochs: Epochs of the first phase (the only phase when ``fine_tune_epochs`` is 0);
+            ``None`` = auto (:attr:`effective_epochs`), an upper bound when early stopping
+            is on.
+        early_stopping_patience: Epochs without val_loss improvement before stopping; 0 =
+            off, ``None`` = auto (on for a head-only first phase).
         restore_best: Keep the weights of the best validation epoch at the end.
         label_smoothing: Label smoothing of the cross-entropy loss.
         class_weights: ``off`` or ``balanced`` (weights inversely proportional to class size).
@@ -178,13 +201,13 @@ class TrainConfig:
     dataset: str
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
     batch_size: int = 32
-    epochs: int = 10
-    early_stopping_patience: int = 0
+    epochs: int | None = None
+    early_stopping_patience: int | None = None
     restore_best: bool = True
     label_smoothing: float = 0.0
     class_weights: str = "off"
@@ -204,13 +227,18 @@ class TrainConfig:
         if not isinstance(self.model, ModelConfig):
             _fail("model", "a ModelConfig", self.model)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_range("learning_rate", self.learning_rate, 1e-8, 10.0)
+        if self.learning_rate is not None:
+            _check_range("learning_rate", self.learning_rate, 1e-8, 10.0)
         _check_range("momentum", self.momentum, 0.0, 0.999)
         _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_range("batch_size", self.batch_size, 1, 4096, integer=True)
-        _check_range("epochs", self.epochs, 1, 10000, integer=True)
-        _check_range("early_stopping_patience", self.early_stopping_patience, 0, 1000, integer=True)
+        if self.epochs is not None:
+            _check_range("epochs", self.epochs, 1, 10000, integer=True)
+        if self.early_stopping_patience is not None:
+            _check_range(
+                "early_stopping_patience", self.early_stopping_patience, 0, 1000, integer=True
+            )
         _check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
         _check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
         _check_range("fine_tune_epochs", self.fine_tune_epochs, 0, 10000, integer=True)
@@ -225,9 +253,69 @@ class TrainConfig:
                 _fail(flag, "True or False", getattr(self, flag))
 
     @property
+    def head_first(self) -> bool:
+        """Whether the first phase trains only the head (the auto settings follow it)."""
+        return self.model.trainable == "head"
+
+    @property
+    def effective_epochs(self) -> int:
+        """Epochs (an upper bound with early stopping) of the first phase, auto resolved."""
+        if self.epochs is not None:
+            return self.epochs
+        return AUTO_HEAD_EPOCHS if self.head_first else AUTO_EPOCHS
+
+    @property
+    def effective_learning_rate(self) -> float:
+        """Learning rate of the first phase, auto resolved (the fine-tune phase multiplies it)."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return AUTO_HEAD_LEARNING_RATE if self.head_first else AUTO_LEARNING_RATE
+
+    @property
+    def effective_patience(self) -> int:
+        """Early-stopping patience of the first phase, auto resolved (0 = off).
+
+        A second (fine-tune) phase only stops early when the patience was set explicitly.
+        """
+        if self.early_stopping_patience is not None:
+            return self.early_stopping_patience
+        return AUTO_HEAD_PATIENCE if self.head_first else 0
+
+    @property
+    def auto_fields(self) -> tuple[str, ...]:
+        """The settings left on auto (``None``)."""
+        names = ("epochs", "learning_rate", "early_stopping_patience")
+        return tuple(name for name in names if getattr(self, name) is None)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every auto setting replaced by the number it resolves to."""
+        return self.replace(
+            epochs=self.effective_epochs,
+            learning_rate=self.effective_learning_rate,
+            early_stopping_patience=self.effective_patience,
+        )
+
+    def defaults_sentence(self) -> str:
+        """One sentence that says what the auto settings of this config do."""
+        if not self.auto_fields:
+            return "Every setting is yours: nothing is chosen automatically."
+        if self.head_first:
+            return (
+                f"By default the head trains until the validation loss stops improving "
+                f"({self.effective_patience} epochs without progress, at most "
+                f"{self.effective_epochs} epochs) at learning rate "
+                f"{self.effective_learning_rate:g}, and the best epoch is kept."
+            )
+        return (
+            f"By default the model trains {self.effective_epochs} epochs at learning rate "
+            f"{self.effective_learning_rate:g}, a rate low enough for pretrained weights, "
+            "and the best epoch is kept."
+        )
+
+    @property
     def total_epochs(self) -> int:
-        """Epochs over both phases."""
-        return self.epochs + self.fine_tune_epochs
+        """Epochs over both phases (the first phase's upper bound when it stops early)."""
+        return self.effective_epochs + self.fine_tune_epochs
 
     def replace(self, **changes: Any) -> TrainConfig:
         """Returns a copy with ``changes`` applied (and validated)."""

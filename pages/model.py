@@ -226,7 +226,9 @@ on = st.toggle(
     "Augment training images",
     aug.enabled,
     key="model_aug_on",
-    help="Switching it on disables the fast cached-features path, so epochs take longer.",
+    help="With only the head training, a few augmented copies of each training image are "
+    "embedded once and training stays on the fast path; when the backbone trains, every epoch "
+    "augments and runs the whole network.",
 )
 augment = AugmentConfig()
 if on:
@@ -240,6 +242,16 @@ if on:
     shift = a[1].slider("Shift", 0.0, 0.5, base.translation, 0.05, key="model_aug_shift")
     contrast = a[2].slider("Contrast", 0.0, 0.5, base.contrast, 0.05, key="model_aug_contrast")
     bright = a[2].slider("Brightness", 0.0, 0.5, base.brightness, 0.05, key="model_aug_bright")
+    views = st.slider(
+        "Augmented copies per image (head only)",
+        1,
+        16,
+        base.views,
+        key="model_aug_views",
+        help="When only the head trains, this many random versions of each training image "
+        "are computed once; each epoch uses one of them. More copies: more variety, a longer "
+        "first pass. Validation and test images are never changed.",
+    )
     augment = AugmentConfig(
         flip=flip,
         rotation=rotation,
@@ -247,6 +259,7 @@ if on:
         translation=shift,
         contrast=contrast,
         brightness=bright,
+        views=views,
     )
     if dataset is not None and augment.enabled:
         sample = dataset.frame("train").groupby("label").head(1).head(3)

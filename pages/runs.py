@@ -41,7 +41,16 @@ picked = st.dataframe(
     placeholder="–",
     column_config={
         "date": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-        "best val accuracy": st.column_config.NumberColumn("best val acc.", format="percent"),
+        "val accuracy": st.column_config.NumberColumn(
+            "val acc.",
+            format="percent",
+            help="Validation accuracy of the saved model (the best epoch, restored).",
+        ),
+        "test accuracy": st.column_config.NumberColumn(
+            "test acc.",
+            format="percent",
+            help="Accuracy of the saved model on the test images, never used to pick it.",
+        ),
     },
 )
 chosen = [runs[i] for i in (picked.selection.rows if picked is not None else [])]

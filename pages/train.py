@@ -11,6 +11,7 @@ from ui import engine, run_view
 from ui.devices import device_panel
 from ui.figures import batch_events, batch_loss_figure, history_figure
 from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
+from ui.lr_find_view import TEACHING_SENTENCE, lr_find_figure, sweep_caption
 from ui.nav import link
 from ui.router import require_router
 from ui.start_from import start_from_picker
@@ -177,13 +178,78 @@ def _run_header(run_id: str) -> None:
     st.markdown(
         f"**{md(config.name or run_id)}** · data: {md(data_name)} · "
         f"{engine.backbone_title(model.backbone)} at {model.image_size} px · "
-        f"{trainable_phrase(model.trainable)} · {config.total_epochs} epochs · "
-        f"{config.optimizer} lr {config.learning_rate:g}"
+        f"{trainable_phrase(model.trainable)} · {_epochs_phrase(config)} · "
+        f"{config.optimizer} lr {config.effective_learning_rate:g}"
+        f"{' (auto)' if config.learning_rate is None else ''}"
     )
     if dataset is not None:
         train_images = int(dataset.counts()["train"].sum())
         for warning in run_view.setting_warnings(config, train_images):
             st.warning(warning, icon=":material/warning:")
+
+
+def _epochs_phrase(config) -> str:
+    if config.effective_patience and config.epochs is None:
+        return f"up to {config.total_epochs} epochs, stops when it stops improving"
+    return f"{config.total_epochs} epochs"
+
+
+def _use_rate(rate: float) -> None:
+    # A button callback runs before the form is drawn again, so the box can take the rate.
+    st.session_state["train_config"] = dict(st.session_state["train_config"], learning_rate=rate)
+    st.session_state["train_lr"] = rate
+
+
+def _lr_finder(config) -> None:
+    """The learning-rate finder: sweep (in a child process), plot, suggest, one click to use."""
+    from core.training.lr_find import LrFindResult, lr_find_in_subprocess
+
+    signature = {k: v for k, v in config.to_dict().items() if k not in ("learning_rate", "name")}
+    fast = config.head_first
+    st.caption(
+        "Trains a throw-away copy of the model for a few hundred steps while the learning "
+        "rate rises from 1e-7 to 10, and plots the loss. "
+        + (
+            "The backbone is frozen: this takes seconds."
+            if fast
+            else "Part of the backbone trains, so it runs through the whole model and takes "
+            "about as long as 100 training steps."
+        )
+    )
+    if st.button("Find a learning rate", icon=":material/search_insights:", key="train_lr_find"):
+        with st.spinner("Sweeping the learning rate..."):
+            try:
+                found = lr_find_in_subprocess(config)
+            except RuntimeError as error:
+                st.error(str(error))
+            else:
+                st.session_state["train_lr_found"] = {
+                    "signature": signature,
+                    "result": found.to_dict(),
+                }
+    saved = st.session_state.get("train_lr_found")
+    if not saved:
+        return
+    try:
+        result = LrFindResult.from_dict(saved.get("result"))
+    except ValueError as error:
+        st.warning(f"The last sweep cannot be shown: {error}")
+        return
+    if saved.get("signature") != signature:
+        st.caption(":material/info: This sweep was made with other settings; run it again.")
+    st.plotly_chart(lr_find_figure(result.to_dict()), key="train_lr_figure")
+    st.caption(TEACHING_SENTENCE)
+    cols = st.columns([2, 3], vertical_alignment="center")
+    cols[0].button(
+        f"Use {result.suggestion:.1e}",
+        icon=":material/check:",
+        key="train_lr_use",
+        type="primary",
+        on_click=_use_rate,
+        args=(float(f"{result.suggestion:.2g}"),),
+        help="Puts the suggested rate into the Learning rate box below.",
+    )
+    cols[1].caption(sweep_caption(result.to_dict()))
 
 
 active = False
@@ -230,8 +296,13 @@ weights_ok = _weights_choices(model)
 init_from, refusal = "", None
 try:
     planned = build_train_config(dataset_id, st.session_state["train_config"])
-except ValueError:
+except ValueError as error:
     planned = None
+    st.error(f"The saved settings cannot be used: {md(error)}")
+if planned is not None:
+    st.markdown(f":material/auto_awesome: {planned.defaults_sentence()}")
+    with st.expander("Find a good learning rate", icon=":material/query_stats:"):
+        _lr_finder(planned)
 if planned is not None and not problems:
     init_from, refusal = start_from_picker(planned, list(dataset.classes))
 overrides = hyperparameter_form(

@@ -63,3 +63,38 @@ def test_weights_must_be_known_source_or_weights_file():
 def test_augment_enabled():
     assert not AugmentConfig().enabled
     assert AugmentConfig(flip="horizontal").enabled
+
+
+def test_auto_settings_resolve_by_what_trains_and_explicit_ones_win(tmp_path):
+    head = TrainConfig(dataset="d")
+    assert head.auto_fields == ("epochs", "learning_rate", "early_stopping_patience")
+    assert (head.effective_epochs, head.effective_learning_rate, head.effective_patience) == (
+        200,
+        3e-3,
+        10,
+    )
+    assert head.total_epochs == 200
+    assert "until the validation loss stops improving" in head.defaults_sentence()
+    whole = TrainConfig(dataset="d", model=ModelConfig(trainable="top:2"), fine_tune_epochs=3)
+    assert (whole.effective_epochs, whole.effective_learning_rate) == (10, 1e-4)
+    assert whole.effective_patience == 0 and whole.total_epochs == 13
+    mine = TrainConfig(dataset="d", epochs=5, learning_rate=0.02, early_stopping_patience=0)
+    assert mine.auto_fields == ()
+    assert (mine.effective_epochs, mine.effective_learning_rate, mine.effective_patience) == (
+        5,
+        0.02,
+        0,
+    )
+    assert "nothing is chosen automatically" in mine.defaults_sentence()
+    resolved = head.resolved()
+    assert resolved.auto_fields == () and resolved.effective_epochs == 200
+    # Auto survives the JSON round trip as null, not as the number it resolves to.
+    path = tmp_path / "config.json"
+    head.save(path)
+    assert TrainConfig.load(path) == head and TrainConfig.load(path).epochs is None
+
+
+def test_augmented_views_are_validated():
+    assert AugmentConfig().views == 4
+    with pytest.raises(ValueError, match=r"augment.views must be an integer between 1 and 32"):
+        AugmentConfig(flip="horizontal", views=0)

@@ -44,11 +44,17 @@ def setting_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFram
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
 
 
-def _best_val(info: Any) -> float | None:
-    summary = info.summary or {}
-    for key in ("best_val_accuracy", "val_accuracy"):
-        if isinstance(summary.get(key), int | float):
-            return float(summary[key])
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _val_accuracy(info: Any) -> float | None:
+    """Validation accuracy of the saved (restored best) model; for runs made before the
+    summary recorded it, the best epoch's."""
+    summary = info.summary if isinstance(info.summary, dict) else {}
+    for key in ("val_accuracy", "best_val_accuracy"):
+        if _number(summary.get(key)) is not None:
+            return _number(summary[key])
     from core.runs.store import MetricsReader
 
     values = [
@@ -82,8 +88,8 @@ def parent_of(info: Any) -> str:
 
 
 def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.DataFrame:
-    """One row per run: date, name, dataset, backbone, what trained, epochs, best val, state,
-    and the run it started from."""
+    """One row per run: date, name, dataset, backbone, what trained, epochs, val and test
+    accuracy of the saved (restored best) model, state, and the run it started from."""
     rows = []
     for info in runs:
         config = info.config or {}
@@ -105,7 +111,10 @@ def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.Data
                 "size": model.get("image_size"),
                 "what trained": trainable,
                 "epochs": f"{status.epoch}/{status.total_epochs}",
-                "best val accuracy": _best_val(info),
+                "val accuracy": _val_accuracy(info),
+                "test accuracy": _number(
+                    (info.summary if isinstance(info.summary, dict) else {}).get("test_accuracy")
+                ),
                 "started from": _short_id(parent_of(info)) if parent_of(info) else "backbone",
                 "run id": info.run_id,
             }

@@ -32,14 +32,12 @@ RUN_QUERY_PARAM = "run"
 
 
 def default_train_config() -> dict[str, Any]:
-    """The Train page's defaults: TrainConfig's own, with a short first run."""
-    fields = {
+    """The Train page's defaults: TrainConfig's own (epochs, rate and patience on auto)."""
+    return {
         f.name: f.default
         for f in dataclasses.fields(TrainConfig)
         if f.name not in ("dataset", "model") and f.default is not dataclasses.MISSING
     }
-    fields["epochs"] = 5
-    return fields
 
 
 def _defaults() -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""The Train page's hyperparameter form: sensible defaults, one line of help per setting."""
+"""The Train page's hyperparameter form: sensible defaults, one line of help per setting.
+
+Epochs, learning rate and early-stopping patience may stay on *auto* (``None``): the engine
+then chooses them for what trains (see :attr:`core.config.TrainConfig.effective_epochs`).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,17 @@ def _nearest(options: list[float], value: float) -> float:
     return min(options, key=lambda option: abs(option - value))
 
 
+def learning_rate_options(saved: float | None) -> list[float | None]:
+    """Choices of the learning-rate box: auto, the usual rates, and a rate chosen elsewhere
+    (the learning-rate finder's suggestion) in its place in the order."""
+    rates = sorted(set(LEARNING_RATES) | ({float(saved)} if saved is not None else set()))
+    return [None, *rates]
+
+
+def _rate_label(value: float | None) -> str:
+    return "auto" if value is None else f"{value:.2g}"
+
+
 def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dict[str, Any] | None:
     """Draws the form; returns the chosen hyperparameters when Start is pressed, else None.
 
@@ -36,11 +51,12 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
         epochs = c[0].number_input(
             "Epochs",
             1,
-            500,
-            int(saved["epochs"]),
+            1000,
+            None if saved["epochs"] is None else int(saved["epochs"]),
             key="train_epochs",
-            help="Passes over the training images. 5-20 is typical; more when the whole "
-            "network trains.",
+            placeholder="auto",
+            help="Passes over the training images. Leave it empty (auto): a frozen backbone's "
+            "head trains until validation stops improving; otherwise 10.",
         )
         batch_size = c[1].select_slider(
             "Batch size",
@@ -49,14 +65,15 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
             key="train_batch",
             help="Images per step. Lower it if memory runs out.",
         )
-        lr = c[2].select_slider(
+        rates = learning_rate_options(saved["learning_rate"])
+        lr = c[2].selectbox(
             "Learning rate",
-            LEARNING_RATES,
-            _nearest(LEARNING_RATES, saved["learning_rate"]),
+            rates,
+            rates.index(saved["learning_rate"]),
             key="train_lr",
-            format_func=lambda v: f"{v:g}",
-            help="How big each step is. 1e-3 suits a new head; use 1e-4 or less when the "
-            "backbone trains.",
+            format_func=_rate_label,
+            help="How big each step is. auto: 3e-3 for a new head, 1e-4 when the backbone "
+            "trains. The learning-rate finder below suggests one for your data.",
         )
         optimizer = c[3].selectbox(
             "Optimizer",
@@ -80,10 +97,13 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
             "Early stopping patience",
             0,
             100,
-            int(saved["early_stopping_patience"]),
+            None
+            if saved["early_stopping_patience"] is None
+            else int(saved["early_stopping_patience"]),
             key="train_patience",
-            help="Stop when validation loss has not improved for this many epochs (0 = off). "
-            "The best epoch's weights are kept.",
+            placeholder="auto",
+            help="Stop when validation loss has not improved for this many epochs (0 = off; "
+            "auto: 10 when only the head trains). The best epoch's weights are kept.",
         )
         smoothing = c[2].slider(
             "Label smoothing",
@@ -154,12 +174,12 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
         return None
     return dict(
         saved,
-        epochs=int(epochs),
+        epochs=None if epochs is None else int(epochs),
         batch_size=int(batch_size),
-        learning_rate=float(lr),
+        learning_rate=None if lr is None else float(lr),
         optimizer=optimizer,
         schedule=schedule,
-        early_stopping_patience=int(patience),
+        early_stopping_patience=None if patience is None else int(patience),
         class_weights="balanced" if balanced else "off",
         label_smoothing=float(smoothing),
         fine_tune_epochs=int(ft_epochs) if two_phase else 0,

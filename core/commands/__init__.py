@@ -8,6 +8,7 @@ COMMAND_MODULES: list[str] = [
     "core.commands.ingest",
     "core.commands.backbones",
     "core.commands.train",
+    "core.commands.lr_find",
     "core.commands.runs",
     "core.commands.evaluate",
     "core.commands.predict",

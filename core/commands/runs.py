@@ -61,8 +61,14 @@ def handle_runs(args: argparse.Namespace) -> int:
         emit_json([run.to_dict() for run in runs])
         return EXIT_OK
     for run in runs:
-        best = (run.summary or {}).get("best_val_accuracy")
-        best_text = f"  best val acc {best:.3f}" if isinstance(best, float) else ""
+        summary = run.summary if isinstance(run.summary, dict) else {}
+        best_text = ""
+        for key, label in (("val_accuracy", "val acc"), ("test_accuracy", "test acc")):
+            value = summary.get(key)
+            if key == "val_accuracy" and not isinstance(value, float):
+                value = summary.get("best_val_accuracy")  # runs made before it was recorded
+            if isinstance(value, float):
+                best_text += f"  {label} {value:.3f}"
         print(
             f"{run.run_id}  {run.status.state:<11} epoch {run.status.epoch}/"
             f"{run.status.total_epochs}{best_text}"

@@ -7,8 +7,11 @@ Examples::
     python -m core train --data DATASET_ID --background --json   # returns at once
 
 The last line of stdout (with ``--json``) is the run's summary: run_id, run_dir, state,
-epochs_completed, metrics, best_val_accuracy, images_per_second, num_train, num_val,
-classes, seconds. Exit 0 completed, 1 failed or cancelled, 2 bad input.
+epochs_completed, metrics, best_val_accuracy, val_accuracy and test_accuracy (of the saved,
+restored best model), settings (the epochs, learning rate and patience used, and which were
+auto), images_per_second, num_train, num_val, num_test, classes, seconds. Settings left
+out are auto: with the backbone frozen the head trains until validation loss stops
+improving. Exit 0 completed, 1 failed or cancelled, 2 bad input.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ RESULT_KEYS = (
     "metrics",
     "best_epoch",
     "best_val_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "settings",
     "images_per_second",
     "num_train",
     "num_val",
+    "num_test",
     "classes",
     "seconds",
     "device",
@@ -47,38 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Train a model (foreground, or --background to queue a worker).",
         description="Train a transfer-learning model on a dataset or an image folder/zip.",
     )
-    source = parser.add_argument_group("what to train on")
-    source.add_argument("--data", help="Dataset id, or a folder/zip of class folders to ingest.")
-    source.add_argument("--config", help="A TrainConfig JSON file (e.g. a run's config.json).")
-    model = parser.add_argument_group("model")
-    model.add_argument("--backbone", help="Backbone name (see `python -m core backbones`).")
-    model.add_argument("--weights", help="imagenet, none or a .weights.h5 file.")
-    model.add_argument("--image-size", type=int, help="Input side in pixels.")
-    model.add_argument("--trainable", help="head, top:N or all.")
-    model.add_argument("--dropout", type=float)
-    model.add_argument("--augment", action="store_true", help="Standard photo augmentation.")
-    fit = parser.add_argument_group("training")
-    fit.add_argument("--epochs", type=int)
-    fit.add_argument("--batch-size", type=int)
-    fit.add_argument("--learning-rate", type=float)
-    fit.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop.")
-    fit.add_argument("--weight-decay", type=float)
-    fit.add_argument("--schedule", help="constant, cosine or reduce_on_plateau.")
-    fit.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    fit.add_argument("--label-smoothing", type=float)
-    fit.add_argument("--class-weights", help="off or balanced.")
-    fit.add_argument("--fine-tune-epochs", type=int)
-    fit.add_argument("--fine-tune-trainable", help="top:N or all (second phase).")
-    fit.add_argument("--fine-tune-lr-mult", type=float)
-    fit.add_argument("--mixed-precision", action="store_true")
-    fit.add_argument("--seed", type=int)
-    fit.add_argument("--name", help="A label for the run.")
-    fit.add_argument(
-        "--init-from",
-        metavar="RUN",
-        help="Start from this finished run's trained model (same backbone and image size; "
-        "new classes get fresh outputs, removed ones are dropped).",
-    )
+    add_config_arguments(parser)
     devices = parser.add_argument_group("devices")
     devices.add_argument(
         "--cpu-replicas",
@@ -95,6 +71,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     parser.set_defaults(handler=handle)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags that describe a TrainConfig (shared by ``train`` and ``lr-find``)."""
+    source = parser.add_argument_group("what to train on")
+    source.add_argument("--data", help="Dataset id, or a folder/zip of class folders to ingest.")
+    source.add_argument("--config", help="A TrainConfig JSON file (e.g. a run's config.json).")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", help="Backbone name (see `python -m core backbones`).")
+    model.add_argument("--weights", help="imagenet, none or a .weights.h5 file.")
+    model.add_argument("--image-size", type=int, help="Input side in pixels.")
+    model.add_argument("--trainable", help="head, top:N or all.")
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--augment", action="store_true", help="Standard photo augmentation.")
+    model.add_argument(
+        "--augment-views",
+        type=int,
+        metavar="K",
+        help="Augmented views of each training image embedded once when only the head "
+        "trains (default 4).",
+    )
+    fit = parser.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, help="Epoch cap of the first phase (default: auto).")
+    fit.add_argument("--batch-size", type=int)
+    fit.add_argument("--learning-rate", type=float, help="Default: auto (chosen for what trains).")
+    fit.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop.")
+    fit.add_argument("--weight-decay", type=float)
+    fit.add_argument("--schedule", help="constant, cosine or reduce_on_plateau.")
+    fit.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="Epochs without val_loss improvement before stopping; 0 = off (default: auto, "
+        "on for a head-only first phase).",
+    )
+    fit.add_argument("--label-smoothing", type=float)
+    fit.add_argument("--class-weights", help="off or balanced.")
+    fit.add_argument("--fine-tune-epochs", type=int)
+    fit.add_argument("--fine-tune-trainable", help="top:N or all (second phase).")
+    fit.add_argument("--fine-tune-lr-mult", type=float)
+    fit.add_argument("--mixed-precision", action="store_true")
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--name", help="A label for the run.")
+    fit.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="Start from this finished run's trained model (same backbone and image size; "
+        "new classes get fresh outputs, removed ones are dropped).",
+    )
 
 
 _MODEL_FLAGS = {
@@ -170,6 +195,8 @@ def build_config(args: argparse.Namespace):
             model[key] = getattr(args, flag)
     if args.augment:
         model["augment"] = AugmentConfig.standard().__dict__
+    if args.augment_views is not None:
+        model["augment"] = {**(model.get("augment") or {}), "views": args.augment_views}
     base["model"] = model
     for flag, key in _TRAIN_FLAGS.items():
         if getattr(args, flag) is not None:

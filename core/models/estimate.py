@@ -88,6 +88,7 @@ def estimate_epoch(
     train_images: int,
     val_images: int,
     augment: bool = False,
+    augment_views: int = 4,
     cpu_cores: int | None = None,
     gpu: bool = False,
 ) -> EpochEstimate:
@@ -99,7 +100,9 @@ def estimate_epoch(
         trainable: ``head``, ``top:N`` or ``all``.
         train_images: Images in the training split.
         val_images: Images in the validation split.
-        augment: Whether augmentation is on (it disables the cached-features fast path).
+        augment: Whether augmentation is on (head only: ``augment_views`` augmented copies
+            of each training image are embedded once as well).
+        augment_views: Augmented copies per training image (head only, augmentation on).
         cpu_cores: CPU cores available; defaults to ``os.cpu_count()``.
         gpu: Whether a GPU does the work.
 
@@ -108,12 +111,17 @@ def estimate_epoch(
     """
     forward = seconds_per_image(backbone, image_size, cpu_cores=cpu_cores, gpu=gpu)
     policy, blocks = parse_trainable(trainable)
-    if policy == "head" and not augment:
-        once = forward * (train_images + val_images)
+    if policy == "head":
+        views = augment_views if augment else 0
+        once = forward * (train_images * (1 + views) + val_images)
+        note = "Features are computed once; later epochs only train the head."
+        if views:
+            note = (
+                f"Features of {views} augmented copies of each training image are computed "
+                "once; later epochs only train the head."
+            )
         return EpochEstimate(
-            first_epoch=once + _HEAD_EPOCH_SECONDS,
-            later_epochs=_HEAD_EPOCH_SECONDS,
-            note="Features are computed once; later epochs only train the head.",
+            first_epoch=once + _HEAD_EPOCH_SECONDS, later_epochs=_HEAD_EPOCH_SECONDS, note=note
         )
     if policy == "all":
         share = 1.0

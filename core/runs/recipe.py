@@ -18,7 +18,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from core.config import TrainConfig
+from core.config import (
+    AUTO_EPOCHS,
+    AUTO_HEAD_EPOCHS,
+    AUTO_HEAD_LEARNING_RATE,
+    AUTO_HEAD_PATIENCE,
+    AUTO_LEARNING_RATE,
+    EARLY_STOPPING_MIN_DELTA,
+    TrainConfig,
+)
 from core.models.lite0 import converted_weights_path
 from core.models.registry import get_backbone
 from core.runs.store import read_config_dict, resolve_run_dir
@@ -49,6 +57,10 @@ from keras import ops
 
 # Facts about the backbone (from the app's backbone registry).
 BACKBONE = {backbone!r}
+# Auto settings: (head-only first phase, backbone trains from the start).
+AUTO = {auto!r}
+# A validation loss falling by less than this per epoch counts as not improving.
+MIN_DELTA = {min_delta!r}
 {extra_source}
 
 class Preprocess(keras.layers.Layer):
@@ -220,6 +232,7 @@ def callbacks(config):
         found.append(
             keras.callbacks.EarlyStopping(
                 patience=config["early_stopping_patience"],
+                min_delta=MIN_DELTA,
                 restore_best_weights=config["restore_best"],
             )
         )
@@ -239,6 +252,12 @@ def main():
 
     with open(args.config, encoding="utf-8") as handle:
         config = json.load(handle)
+    # Settings left on auto (null) resolve as in the app: a head-only first phase trains
+    # until validation loss stops improving, at a rate for a new head.
+    head_first = config["model"]["trainable"] == "head"
+    for key, (head_value, other_value) in AUTO.items():
+        if config.get(key) is None:
+            config[key] = head_value if head_first else other_value
     if args.epochs is not None:
         config["epochs"] = args.epochs
         config["fine_tune_epochs"] = min(config["fine_tune_epochs"], args.epochs)
@@ -395,7 +414,14 @@ def recipe_script(config: dict[str, Any], *, run_id: str = "") -> str:
     """
     parsed = TrainConfig.from_dict(config)
     facts = backbone_facts(parsed.model.backbone)
+    auto = {
+        "epochs": (AUTO_HEAD_EPOCHS, AUTO_EPOCHS),
+        "learning_rate": (AUTO_HEAD_LEARNING_RATE, AUTO_LEARNING_RATE),
+        "early_stopping_patience": (AUTO_HEAD_PATIENCE, 0),
+    }
     return _TEMPLATE.format(
+        auto=auto,
+        min_delta=EARLY_STOPPING_MIN_DELTA,
         run_id=run_id or "(unnamed)",
         backbone=facts,
         extra_source=_extra_source(facts["constructor"]),
@@ -426,6 +452,8 @@ def write_recipe(run: str | os.PathLike[str], out: str | os.PathLike[str] | None
     config = read_config_dict(run_dir)
     if not config:
         raise FileNotFoundError(f"Run {run_dir.name!r} has no config.json to build a recipe from.")
+    # The recipe is plain numbers: settings left on auto become the values the run used.
+    config = TrainConfig.from_dict(config).resolved().to_dict()
     script = recipe_script(config, run_id=run_dir.name)
     target = Path(out) if out is not None else run_dir / "exports" / "recipe.zip"
     target.parent.mkdir(parents=True, exist_ok=True)

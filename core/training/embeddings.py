@@ -9,11 +9,18 @@ vectors, which makes CPU training interactive.
 The pass runs a compiled predict step batch by batch (``predict_on_batch``) rather than
 ``model.predict``: on a 2-core CPU ``predict`` sometimes ran at single-core speed.
 :func:`measure_embedding_methods` times both.
+
+With augmentation on, the head still trains on cached vectors: :func:`cached_augmented_views`
+embeds ``K`` randomly augmented views of each *training* image once (validation and test
+images are never augmented) and stores them as ``(K, n_train, dim)``; the trainer draws one
+view per image per epoch (:class:`core.training.feeder.ViewFeeder`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -23,9 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_write_json
-from core.config import ModelConfig
+from core.config import AugmentConfig, ModelConfig
 from core.data.image_cache import release_pages
-from core.jsonfile import read_json_cache
 from core.training.feeder import ArrayFeeder
 from core.workspace import cache_dir
 
@@ -174,17 +180,9 @@ def cached_embeddings(
         should_stop: Raises to abandon the pass.
         method: How the pass runs (see :func:`compute_embeddings`).
     """
-    folder = cache_dir() / "embeddings"
-    folder.mkdir(parents=True, exist_ok=True)
-    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
-    meta = read_json_cache(index) if npy.is_file() else None  # damaged: computed again
-    if meta is not None:
-        try:
-            array = np.load(npy, mmap_mode="r")
-        except (OSError, ValueError):
-            array = np.empty((0,))
-        if meta.get("images") == list(image_names) and len(array) == len(image_names):
-            return EmbeddingCache(array=array, path=npy, seconds=0.0, reused=True)
+    found = _stored(key, image_names, (len(image_names),))
+    if found is not None:
+        return found
     started = time.monotonic()
     vectors = compute_embeddings(
         extractor,
@@ -194,11 +192,39 @@ def cached_embeddings(
         progress=progress,
         should_stop=should_stop,
     )
-    seconds = time.monotonic() - started
+    return _store(key, vectors, image_names, time.monotonic() - started)
+
+
+def _stored(key: str, names: list[str], leading: tuple[int, ...]) -> EmbeddingCache | None:
+    """The vectors stored under ``key`` if they are of ``names`` with the leading ``shape``.
+
+    An unreadable, truncated or foreign file counts as absent (it is computed again).
+    """
+    folder = cache_dir() / "embeddings"
+    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
+    if not (npy.is_file() and index.is_file()):
+        return None
+    try:
+        meta = json.loads(index.read_text())
+        array = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("images") != list(names):
+        return None
+    if array.ndim != len(leading) + 1 or array.shape[: len(leading)] != leading:
+        return None
+    return EmbeddingCache(array=array, path=npy, seconds=0.0, reused=True)
+
+
+def _store(key: str, vectors: np.ndarray, names: list[str], seconds: float) -> EmbeddingCache:
+    """Saves ``vectors`` (and the row names they belong to) under ``key``, atomically."""
+    folder = cache_dir() / "embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    npy, index = folder / f"{key}.npy", folder / f"{key}.json"
     tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
     try:
         np.save(tmp, vectors)
-        atomic_write_json(index, {"images": list(image_names), "seconds": seconds})
+        atomic_write_json(index, {"images": list(names), "seconds": seconds})
         os.replace(tmp, npy)
     finally:
         tmp.unlink(missing_ok=True)
@@ -218,3 +244,88 @@ def measure_embedding_methods(extractor, images: np.ndarray, batch_size: int = 3
         compute_embeddings(extractor, images, batch_size=batch_size, method=method)
         result[method] = len(images) / (time.perf_counter() - started)
     return result
+
+
+def views_key(base_key: str, augment: AugmentConfig, seed: int) -> str:
+    """File stem of the augmented views: the embedding key plus the augmentation and seed."""
+    recipe = json.dumps(dataclasses.asdict(augment), sort_keys=True)
+    digest = hashlib.sha256(f"{base_key}|{recipe}|{seed}".encode()).hexdigest()[:16]
+    return f"{base_key}-views{augment.views}-{digest}"
+
+
+def augmented_extractor(model, augment: AugmentConfig, seed: int):
+    """Raw image -> random augmentation (always on) -> pooled features, sharing ``model``'s weights.
+
+    The augmentation layers are new ones built from ``augment`` with ``seed`` (so a rerun
+    draws the same views); the backbone runs in inference mode as in training.
+    """
+    import keras
+
+    from core.models.transfer import build_augmentation
+
+    augmentation = build_augmentation(augment, seed=seed)
+
+    class AlwaysAugment(keras.layers.Layer):
+        # The transfer model's Augmentation only acts in training; here every call augments.
+        def call(self, inputs):
+            return augmentation(inputs, training=True)
+
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = AlwaysAugment(name="always_augment")(inputs)
+    x = model.get_layer("preprocess")(x)
+    x = model.get_layer("backbone")(x, training=False)
+    x = model.get_layer("pool")(x)
+    return keras.Model(inputs, x, name="augmented_extractor")
+
+
+def cached_augmented_views(
+    extractor,
+    images: np.ndarray,
+    rows: np.ndarray,
+    row_names: list[str],
+    key: str,
+    *,
+    views: int,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    should_stop: Callable[[], None] | None = None,
+) -> EmbeddingCache:
+    """Returns ``views`` augmented embeddings of ``images[rows]``, computing them if needed.
+
+    The result's ``array`` is ``(views, len(rows), feature_dim)`` float32: ``array[v, i]``
+    is view ``v`` of the image in row ``rows[i]``.
+
+    Args:
+        extractor: From :func:`augmented_extractor` (augments on every call).
+        images: The image cache's array.
+        rows: Rows of the training images, in the order the views are stored.
+        row_names: Their image names (stored beside the vectors, checked on reuse).
+        key: From :func:`views_key`.
+        views: How many views of each image.
+        batch_size: Images per forward pass.
+        progress: Called with (done, total, message).
+        should_stop: Raises to abandon the pass.
+    """
+    found = _stored(key, row_names, (views, len(row_names)))
+    if found is not None:
+        return found
+    rows = np.asarray(rows, dtype=np.int64)
+    started = time.monotonic()
+    out: np.ndarray | None = None
+    total = views * len(rows)
+    for view in range(views):
+        for start in range(0, len(rows), 256):
+            chunk = np.asarray(images[rows[start : start + 256]])
+            release_pages(images)
+            vectors = compute_embeddings(extractor, chunk, batch_size=batch_size)
+            if out is None:
+                out = np.empty((views, len(rows), vectors.shape[-1]), dtype="float32")
+            out[view, start : start + len(chunk)] = vectors
+            if progress is not None:
+                done = view * len(rows) + start + len(chunk)
+                progress(done, total, f"Embedding {views} augmented views of each training image")
+            if should_stop is not None:
+                should_stop()
+    if out is None:
+        raise ValueError("Cannot compute augmented views of zero training images.")
+    return _store(key, out, row_names, time.monotonic() - started)

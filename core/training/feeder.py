@@ -1,4 +1,8 @@
-"""``ArrayFeeder``: Keras batches from rows of an array (the image cache or embeddings)."""
+"""Keras batches from arrays: rows of the image cache or embeddings, or augmented views.
+
+- :class:`ArrayFeeder`: rows of one array (the image cache, or embeddings).
+- :class:`ViewFeeder`: cached augmented views, one view of each image drawn per epoch.
+"""
 
 from __future__ import annotations
 
@@ -66,3 +70,57 @@ class ArrayFeeder(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self._rng.shuffle(self._order)
+
+
+class ViewFeeder(keras.utils.PyDataset):
+    """Feeds batches of cached augmented views: one randomly drawn view per image per epoch.
+
+    Args:
+        views: ``(K, N, dim)`` array; ``views[k, i]`` is view ``k`` of image ``i``.
+        targets: One-hot targets, one row per image.
+        batch_size: Images per batch.
+        seed: Seed of the view draws and the shuffling.
+        sample_weights: Optional weight per image.
+    """
+
+    def __init__(
+        self,
+        views: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        sample_weights: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        if views.ndim != 3 or views.shape[1] != len(targets):
+            raise ValueError(
+                "views must be (K, N, dim) with N equal to the number of targets. Received: "
+                f"views of shape {views.shape} and {len(targets)} targets"
+            )
+        # Views are small (K x N x dim floats): held in memory, gathered without a copy per row.
+        self.views = np.asarray(views, dtype="float32")
+        self.targets = np.asarray(targets, dtype="float32")
+        self.batch_size = int(batch_size)
+        self.sample_weights = sample_weights
+        self._rng = np.random.default_rng(seed)
+        self._draw()
+
+    def _draw(self) -> None:
+        count = self.views.shape[1]
+        self._order = self._rng.permutation(count)
+        self._view = self._rng.integers(0, self.views.shape[0], size=count)
+
+    def __len__(self) -> int:
+        return max(1, -(-self.views.shape[1] // self.batch_size))
+
+    def __getitem__(self, index: int):
+        picks = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.views[self._view[picks], picks]
+        y = self.targets[picks]
+        if self.sample_weights is None:
+            return x, y
+        return x, y, np.asarray(self.sample_weights[picks], dtype="float32")
+
+    def on_epoch_end(self) -> None:
+        self._draw()

@@ -3,13 +3,19 @@
 :func:`train` runs inside the worker process (:mod:`core.training.worker`), which owns the run
 folder and turns exceptions into final states. The phases follow fastai's ``fine_tune``:
 
-1. ``config.epochs`` epochs with ``config.model.trainable`` (``head`` by default). When
-   nothing in the backbone trains and augmentation is off this is the **fast path**: the
-   backbone's embeddings are computed once (cached, see :mod:`core.training.embeddings`) and only
-   the head trains on them; the head is part of the full model, so the saved model is the
-   full raw-image model.
+1. ``config.effective_epochs`` epochs with ``config.model.trainable`` (``head`` by default).
+   When nothing in the backbone trains this is the **fast path**: the backbone's embeddings
+   are computed once (cached, see :mod:`core.training.embeddings`) and only the head trains on
+   them; with augmentation on, ``augment.views`` augmented views of each training image are
+   embedded once instead and each epoch draws one view per image. The head is part of the
+   full model, so the saved model is the full raw-image model (augmentation inactive at
+   inference). By default (auto settings) this phase stops early when the validation loss
+   stops improving.
 2. ``config.fine_tune_epochs`` more epochs with ``config.fine_tune_trainable`` and the
    learning rate times ``config.fine_tune_lr_mult``, recompiled.
+
+At the end the best epoch's weights are restored and the summary records the validation and
+test accuracy of that restored model (``val_accuracy``, ``test_accuracy``).
 
 Epoch numbers run on across phases, so the UI sees one curve. Each phase keeps its own
 ``BackupAndRestore`` state under ``checkpoints/phase<N>/`` (written in the background by
@@ -19,6 +25,7 @@ Epoch numbers run on across phases, so the UI sees one curve. Each phase keeps i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -29,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.atomic import atomic_write_bytes, atomic_write_json
-from core.config import TrainConfig
+from core.config import EARLY_STOPPING_MIN_DELTA, TrainConfig
 from core.data.image_cache import build_image_cache
 from core.models.model_io import save_model
 from core.runs.store import (
@@ -52,8 +59,15 @@ from core.training.distribute import (
     weights_digest,
     worker_inputs,
 )
-from core.training.embeddings import cached_embeddings, embedding_key
-from core.training.feeder import ArrayFeeder
+from core.training.embeddings import (
+    augmented_extractor,
+    cached_augmented_views,
+    cached_embeddings,
+    compute_embeddings,
+    embedding_key,
+    views_key,
+)
+from core.training.feeder import ArrayFeeder, ViewFeeder
 
 if TYPE_CHECKING:
     import keras
@@ -69,6 +83,7 @@ class Phase:
         trainable: What trains (``head``, ``top:N``, ``all``).
         epochs: Epochs in this phase.
         learning_rate: Base learning rate of this phase.
+        patience: Early-stopping patience on val_loss (0 = off).
     """
 
     index: int
@@ -76,6 +91,7 @@ class Phase:
     trainable: str
     epochs: int
     learning_rate: float
+    patience: int = 0
 
 
 def plan_phases(config: TrainConfig) -> list[Phase]:
@@ -86,8 +102,9 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
             1,
             "head" if trainable == "head" else "train",
             trainable,
-            config.epochs,
-            config.learning_rate,
+            config.effective_epochs,
+            config.effective_learning_rate,
+            config.effective_patience,
         )
     ]
     if config.fine_tune_epochs:
@@ -97,15 +114,22 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
                 "fine-tune",
                 config.fine_tune_trainable,
                 config.fine_tune_epochs,
-                config.learning_rate * config.fine_tune_lr_mult,
+                config.effective_learning_rate * config.fine_tune_lr_mult,
+                # Auto patience is for the head phase; an explicit one applies to both.
+                config.early_stopping_patience or 0,
             )
         )
     return phases
 
 
 def uses_fast_path(config: TrainConfig, phase: Phase) -> bool:
-    """Whether ``phase`` can train the head on cached embeddings."""
-    return phase.trainable == "head" and not config.model.augment.enabled
+    """Whether ``phase`` can train the head on cached embeddings (or cached augmented views)."""
+    return phase.trainable == "head"
+
+
+def uses_augmented_views(config: TrainConfig, phase: Phase) -> bool:
+    """Whether the fast path of ``phase`` trains on cached augmented views of the images."""
+    return uses_fast_path(config, phase) and config.model.augment.enabled
 
 
 def make_optimizer(config: TrainConfig, learning_rate: float, decay_steps: int):
@@ -184,6 +208,10 @@ class TrainingData:
         sample_weights: Per-row weights of the train rows (balanced classes), or None.
         backbone_identity: What the backbone's weights are when they come from a parent run
             that changed them (keys the embedding cache); None otherwise.
+        test_rows: Rows in the test split (never used to pick a model; only reported).
+        test_targets: One-hot targets of the test rows.
+        embeddings: The backbone embeddings of every cache row once the fast path loaded
+            them (the frozen backbone's; None before).
     """
 
     classes: list[str]
@@ -195,6 +223,11 @@ class TrainingData:
     val_targets: np.ndarray
     sample_weights: np.ndarray | None
     backbone_identity: str | None = None
+    test_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    test_targets: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros((0, 0), "float32")
+    )
+    embeddings: np.ndarray | None = None
 
 
 def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribution]:
@@ -249,11 +282,14 @@ def prepare_data(config: TrainConfig, ctx: RunContext) -> TrainingData:
     index = {name: i for i, name in enumerate(classes)}
     y_train = np.array([index[v] for v in train_frame["label"]], dtype=np.int64)
     y_val = np.array([index[v] for v in val_frame["label"]], dtype=np.int64)
+    test_frame = dataset.frame("test")
+    y_test = np.array([index[v] for v in test_frame["label"]], dtype=np.int64)
     ctx.summary.update(
         {
             "classes": classes,
             "num_train": len(y_train),
             "num_val": len(y_val),
+            "num_test": len(y_test),
             "dataset": config.dataset,
             "fingerprint": dataset.fingerprint,
         }
@@ -281,6 +317,8 @@ def prepare_data(config: TrainConfig, ctx: RunContext) -> TrainingData:
         train_targets=_one_hot(y_train, len(classes)),
         val_targets=_one_hot(y_val, len(classes)),
         sample_weights=weights,
+        test_rows=cache.rows(list(test_frame["image"])),
+        test_targets=_one_hot(y_test, len(classes)),
     )
 
 
@@ -323,6 +361,7 @@ def _fit_inputs(
     fast: bool,
     phase: Phase,
     dist: Distribution,
+    views: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], int]:
     """``fit`` keyword arguments for the phase's inputs, and the steps per epoch."""
     if dist.workers > 1:
@@ -337,6 +376,23 @@ def _fit_inputs(
             seed=config.seed + phase.index,
             sample_weights=data.sample_weights,
         )
+    if fast and views is not None:
+        feed = ViewFeeder(
+            views,
+            data.train_targets,
+            config.batch_size,
+            seed=config.seed + phase.index,
+            sample_weights=data.sample_weights,
+        )
+        inputs = {
+            "x": feed,
+            "validation_data": (
+                np.asarray(source[data.val_rows], dtype="float32"),
+                data.val_targets,
+            ),
+            "validation_batch_size": max(config.batch_size, 256),
+        }
+        return inputs, len(feed)
     batch = even_batch(dist, config.batch_size)
     train_rows, train_targets, train_weights = pad_for_replicas(
         dist, data.train_rows, data.train_targets, data.sample_weights
@@ -388,6 +444,8 @@ def _embed(
     """
     from core.models.transfer import feature_extractor
 
+    if data.embeddings is not None:
+        return data.embeddings
     ctx.set(phase="embedding", message="Computing backbone embeddings once.")
     emb = cached_embeddings(
         feature_extractor(model),
@@ -412,7 +470,43 @@ def _embed(
             "fast_path": True,
         }
     )
+    data.embeddings = emb.array
     return emb.array
+
+
+def _augmented_views(
+    config: TrainConfig, ctx: RunContext, data: TrainingData, model: keras.Model
+) -> np.ndarray:
+    """``augment.views`` augmented embeddings of every training image (computed once, cached)."""
+    augment = config.model.augment
+    ctx.set(
+        phase="embedding",
+        message=f"Embedding {augment.views} augmented views of each training image once.",
+    )
+    key = views_key(
+        embedding_key(data.fingerprint, config.model, config.seed), augment, config.seed
+    )
+    names = [data.cache.images[row] for row in data.train_rows]
+    views = cached_augmented_views(
+        augmented_extractor(model, augment, config.seed),
+        data.cache.array,
+        data.train_rows,
+        names,
+        key,
+        views=augment.views,
+        batch_size=min(64, max(8, config.batch_size)),
+        progress=ctx.progress,
+        should_stop=ctx.token.raise_if_set,
+    )
+    ctx.summary.update(
+        {
+            "augmented_views": augment.views,
+            "views_seconds": round(views.seconds, 3),
+            "views_reused": views.reused,
+            "views_cache": str(views.path),
+        }
+    )
+    return np.asarray(views.array, dtype="float32")
 
 
 def _callbacks(
@@ -440,10 +534,10 @@ def _callbacks(
         saver,
         DivergenceWatch(ctx.note),
     ]
-    if config.early_stopping_patience:
+    if phase.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.early_stopping_patience
+                monitor="val_loss", patience=phase.patience, min_delta=EARLY_STOPPING_MIN_DELTA
             )
         )
     if config.schedule == "reduce_on_plateau":
@@ -495,11 +589,14 @@ def run_phase(
     ctx.set(total_epochs=total_epochs)
     set_trainable(model, phase.trainable)
     fast = uses_fast_path(config, phase)
+    views = None
     if fast:
         fit_model, source = head_of(model), _embed(config, ctx, data, model, dist)
+        if uses_augmented_views(config, phase):
+            views = _augmented_views(config, ctx, data, model)
     else:
         fit_model, source = model, data.cache.array
-    inputs, steps = _fit_inputs(config, data, source, fast, phase, dist)
+    inputs, steps = _fit_inputs(config, data, source, fast, phase, dist, views)
     optimizer = make_optimizer(config, phase.learning_rate, steps * phase.epochs)
     _compile(fit_model, config, optimizer, jit_compile)
     if not fit_model.built:
@@ -524,6 +621,8 @@ def run_phase(
             "last_epoch": end_epoch,
             "trainable": phase.trainable,
             "learning_rate": phase.learning_rate,
+            "early_stopping_patience": phase.patience,
+            "augmented_views": views.shape[0] if views is not None else 0,
             "fast_path": fast,
             "resumed": resume,
             "time": time.time(),
@@ -546,6 +645,61 @@ def run_phase(
     if meta is not None:
         epochs_done = max(epochs_done, int(meta.get("epoch", 0)))
     return PhaseResult(epochs_done, live.train_images, live.train_seconds, fast)
+
+
+def split_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float | None]:
+    """Accuracy and cross-entropy of predicted ``probabilities`` against one-hot ``targets``.
+
+    Returns:
+        ``{"accuracy", "loss"}``; both None for an empty split.
+    """
+    if len(targets) == 0:
+        return {"accuracy": None, "loss": None}
+    truth = targets.argmax(axis=1)
+    picked = probabilities[np.arange(len(truth)), truth]
+    return {
+        "accuracy": float(np.mean(probabilities.argmax(axis=1) == truth)),
+        "loss": float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0)))),
+    }
+
+
+def evaluate_saved_model(
+    config: TrainConfig, ctx: RunContext, model: keras.Model, data: TrainingData
+) -> dict[str, Any]:
+    """Validation and test scores of ``model`` as it is saved (the restored best epoch).
+
+    When only the head ever trained, the frozen backbone's cached embeddings go through the
+    head (the same numbers the full model gives, in a fraction of the time); otherwise the
+    full model runs over the image cache.
+
+    Returns:
+        ``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss`` (None for an empty
+        test split).
+    """
+    from core.models.transfer import head_of
+
+    ctx.set(phase="evaluating", message="Scoring the saved model on the val and test splits.")
+    rows = np.concatenate([data.val_rows, data.test_rows])
+    if all(uses_fast_path(config, p) for p in plan_phases(config)):
+        features = np.asarray(_embed(config, ctx, data, model)[rows], dtype="float32")
+        probabilities = np.asarray(head_of(model).predict(features, verbose=0, batch_size=256))
+    else:
+        order = np.argsort(rows)
+        outputs = np.empty((len(rows), len(data.classes)), dtype="float32")
+        for start in range(0, len(rows), 256):
+            chunk = order[start : start + 256]
+            images = np.asarray(data.cache.array[rows[chunk]], dtype="float32")
+            outputs[chunk] = compute_embeddings(model, images, batch_size=config.batch_size)
+            ctx.token.raise_if_set()
+        probabilities = outputs
+    val = split_scores(probabilities[: len(data.val_rows)], data.val_targets)
+    test = split_scores(probabilities[len(data.val_rows) :], data.test_targets)
+    return {
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+    }
 
 
 def _final_summary(
@@ -679,7 +833,9 @@ def _train_model(
         results.append(result)
         _save_weights_atomic(model, done_weights)
         atomic_write_json(done, {"epochs_done": epochs_done, "fast_path": result.fast_path})
-        ctx.set(epoch=epochs_done)
+        # A phase that stopped early shortens the plan: progress reaches 100% at the end.
+        later = sum(p.epochs for p in phases[phase.index :])
+        ctx.set(epoch=epochs_done, total_epochs=epochs_done + later)
 
     ctx.set(phase="saving", message="Saving the model.")
     if config.restore_best and saver.best is not None:
@@ -690,9 +846,20 @@ def _train_model(
         save_full(epochs_done, {"epoch": epochs_done})
     if not save_full.path.is_file():
         save_full(epochs_done, {"epoch": epochs_done})
+    elif config.restore_best and saver.best is not None and saver.best_weights is None:
+        # The best epoch was saved in an earlier session: score what model.keras holds.
+        model.load_weights(save_full.path)
+    scores = evaluate_saved_model(config, ctx, model, data)
     _final_summary(config, ctx, saver, results, epochs_done, started)
     if dist.distributed:
         ctx.summary["weights_sha256"] = weights_digest(model)
+    ctx.summary.update(scores)
+    ctx.summary["settings"] = {
+        "epochs": config.effective_epochs,
+        "learning_rate": config.effective_learning_rate,
+        "early_stopping_patience": config.effective_patience,
+        "auto": list(config.auto_fields),
+    }
     return ctx.summary
 
 

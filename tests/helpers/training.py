@@ -50,6 +50,8 @@ def small_config(dataset_id: str, **changes) -> TrainConfig:
         "epochs": 2,
         "batch_size": 8,
         "learning_rate": 1e-3,
+        # Off unless a test asks: tests count epochs (the auto default stops the head early).
+        "early_stopping_patience": 0,
         "seed": 3,
     }
     values.update(changes)
@@ -81,3 +83,56 @@ def worker_log(folder: Path) -> str:
     """The worker's output, for assertion messages."""
     path = Path(folder) / "worker.log"
     return path.read_text(errors="replace")[-4000:] if path.exists() else "(no worker.log)"
+
+
+def write_digits_folders(folder: Path, per_class: int, size: int = 64) -> Path:
+    """Writes scikit-learn's 8x8 handwritten digits, upscaled to ``size`` px, as class folders.
+
+    Ten classes of real handwriting (bundled with scikit-learn, no download): a dataset on
+    which a linear head is not trivially perfect.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    written = dict.fromkeys(range(10), 0)
+    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        if written[int(label)] >= per_class:
+            continue
+        written[int(label)] += 1
+        pixels = (image / 16.0 * 255).astype(np.uint8)
+        picture = Image.fromarray(pixels).resize((size, size), Image.BILINEAR).convert("RGB")
+        class_dir = folder / f"digit_{label}"
+        class_dir.mkdir(parents=True, exist_ok=True)
+        picture.save(class_dir / f"d{index:04d}.png")
+    return folder
+
+
+def logistic_regression_reference(summary: dict, split_name: str = "val") -> float:
+    """Accuracy of scikit-learn's LogisticRegression on a run's own cached embeddings.
+
+    Fitted on the run's train split, scored on ``split_name`` of the same dataset: the
+    reference a converged linear head should reach.
+    """
+    import json
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from core.data.store import load_dataset
+
+    path = Path(summary["embedding_cache"])
+    vectors = np.load(path)
+    names = json.loads(path.with_suffix(".json").read_text())["images"]
+    row = {name: i for i, name in enumerate(names)}
+    dataset = load_dataset(summary["dataset"])
+
+    def split(name: str):
+        frame = dataset.frame(name)
+        return vectors[[row[v] for v in frame["image"]]], np.asarray(frame["label"])
+
+    x_train, y_train = split("train")
+    x_eval, y_eval = split(split_name)
+    model = LogisticRegression(max_iter=2000).fit(x_train, y_train)
+    return float(model.score(x_eval, y_eval))

@@ -20,7 +20,12 @@ from core.runs.store import (
 )
 from core.training.callbacks import is_better
 from core.training.jobs import start_run
-from core.training.trainer import balanced_class_weights, plan_phases, uses_fast_path
+from core.training.trainer import (
+    balanced_class_weights,
+    plan_phases,
+    uses_augmented_views,
+    uses_fast_path,
+)
 from tests.helpers.training import make_dataset, small_config, wait_for, worker_log
 
 
@@ -129,8 +134,22 @@ def test_plan_phases_and_fast_path_rules():
     assert (two.name, two.trainable, two.epochs) == ("fine-tune", "all", 2)
     assert two.learning_rate == pytest.approx(0.001)
     assert uses_fast_path(config, one) and not uses_fast_path(config, two)
+    # Augmentation keeps the head on the fast path, served from cached augmented views.
     augmented = config.replace(model=ModelConfig(augment={"flip": "horizontal"}))
-    assert not uses_fast_path(augmented, plan_phases(augmented)[0])
+    head = plan_phases(augmented)[0]
+    assert uses_fast_path(augmented, head) and uses_augmented_views(augmented, head)
+    assert not uses_augmented_views(config, one)
+    # Auto settings: the head phase stops early at a head's rate; a fine-tune phase after it
+    # only stops early when patience was set explicitly.
+    auto = TrainConfig(dataset="d", fine_tune_epochs=2)
+    head, tune = plan_phases(auto)
+    assert (head.epochs, head.learning_rate, head.patience) == (200, 3e-3, 10)
+    assert tune.patience == 0 and tune.learning_rate == pytest.approx(3e-4)
+    explicit = auto.replace(early_stopping_patience=4, epochs=7, learning_rate=0.01)
+    assert [(p.epochs, p.patience) for p in plan_phases(explicit)] == [(7, 4), (2, 4)]
+    whole = TrainConfig(dataset="d", model=ModelConfig(trainable="all"))
+    (train,) = plan_phases(whole)
+    assert (train.epochs, train.learning_rate, train.patience) == (10, 1e-4, 0)
     assert [
         p.name for p in plan_phases(TrainConfig(dataset="d", model=ModelConfig(trainable="top:2")))
     ] == ["train"]

@@ -127,7 +127,13 @@ def test_estimates_grow_with_size_and_trainable_blocks():
     augmented = estimate_epoch(
         "resnet50", 224, "head", train_images=500, val_images=100, augment=True
     )
-    assert augmented.later_epochs > head.later_epochs
+    # Head only with augmentation stays on the fast path: a longer first pass (4 augmented
+    # copies of each training image embedded once), then epochs as cheap as without.
+    assert augmented.first_epoch > head.first_epoch
+    assert augmented.later_epochs == head.later_epochs
+    assert "4 augmented copies" in augmented.note
+    whole = estimate_epoch("resnet50", 224, "all", train_images=500, val_images=100, augment=True)
+    assert whole.later_epochs == whole.first_epoch
 
 
 def test_timing_and_advice():
