@@ -15,8 +15,8 @@ MAX_GRADCAM = 12
 
 st.title("Predict")
 st.caption(
-    "Upload pictures or take one with your webcam. Each is rotated upright (EXIF) and "
-    "converted to RGB exactly like your training images."
+    "Upload pictures, take one with your webcam, or watch the live camera. Each picture is "
+    "rotated upright (EXIF) and converted to RGB exactly like your training images."
 )
 
 run_dir = choose_run("predict", what="classify new pictures")
@@ -25,10 +25,20 @@ if run_dir is None:
 
 source = (
     st.segmented_control(
-        "Pictures from", ["Upload", "Webcam"], default="Upload", key="predict_source"
+        "Pictures from",
+        ["Upload", "Webcam", "Live camera"],
+        default="Upload",
+        key="predict_source",
+        help="Live camera: the model runs in your browser on every frame (nothing is uploaded).",
     )
     or "Upload"
 )
+if source == "Live camera":
+    from ui.live_predict import live_prediction
+
+    live_top = st.slider("Classes to show", 1, 10, 3, key="predict_live_top")
+    live_prediction(run_dir, top=live_top, key="predict_live")
+    st.stop()
 files: list[tuple[str, bytes]] = []
 if source == "Upload":
     uploads = st.file_uploader(

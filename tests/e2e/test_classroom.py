@@ -1,0 +1,117 @@
+"""The classroom loop in real Chromium with its fake camera: live prediction on Predict.
+
+A workspace with one small finished run is served by the app (``scripts/run-app.sh``). The
+Predict page's "Live camera" makes the run's web export on first use, serves it to a component
+that classifies camera frames in the browser, and shows the top class as ``#top-label``. The
+frame the browser classified last is taken back as a lossless PNG and ``core predict`` must give
+the same class. The time from opening the page to the first live answer is printed as
+``classroom flow: N s``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+
+import pytest
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, running_server
+from tests.helpers.runs import workspace_with_run
+
+pytestmark = pytest.mark.e2e
+
+CAMERA_ARGS = [
+    *CHROMIUM_ARGS,
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+LIVE_FRAME = re.compile(r"/component/ui\.live_predict\.live/")
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory):
+    root, run_dir = workspace_with_run(tmp_path_factory)
+    with running_server(root) as url:
+        yield url, root, run_dir
+
+
+@pytest.fixture
+def camera_page(browser, classroom):
+    instance = browser.browser_type.launch(executable_path=CHROMIUM, args=CAMERA_ARGS)
+    context = instance.new_context(viewport={"width": 1280, "height": 1000})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    yield page, errors, requests
+    context.close()
+    instance.close()
+
+
+def _live_frame(page):
+    page.wait_for_selector("iframe[title='ui.live_predict.live']", timeout=300_000)
+    for _ in range(600):
+        frame = next((f for f in page.frames if LIVE_FRAME.search(f.url)), None)
+        if frame is not None:
+            return frame
+        page.wait_for_timeout(100)
+    raise AssertionError(f"no live prediction frame among {[f.url for f in page.frames]}")
+
+
+def _open_live(page, url):
+    page.goto(f"{url}/predict")
+    page.get_by_role("heading", name="Predict").first.wait_for(timeout=120_000)
+    page.get_by_test_id("stButtonGroup").get_by_text("Live camera").click()
+    frame = _live_frame(page)
+    frame.wait_for_selector("body[data-ready='true']", timeout=300_000)
+    return frame
+
+
+def test_live_camera_prediction_matches_core_predict(camera_page, classroom, tmp_path):
+    from core.runs.live import current_web_export
+    from core.runs.predict import load_run_model, predict_sources
+
+    page, errors, requests = camera_page
+    url, root, run_dir = classroom
+    started = time.perf_counter()
+    frame = _open_live(page, url)
+    frame.click("#start")
+    frame.wait_for_selector("body[data-classified='1'], body[data-classified='2']")
+    flow = time.perf_counter() - started
+    # Live: the answer keeps being recomputed on new frames.
+    frame.wait_for_function("Number(document.body.dataset.classified) >= 5")
+    labels = set(load_run_model(run_dir).labels)
+    assert frame.inner_text("#top-label") in labels
+    assert len(frame.query_selector_all("#bars .bar-row")) == 3
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "predict-live.png"), full_page=True)
+
+    shot = frame.evaluate("() => window.snapshotFrame()")
+    assert frame.inner_text("#top-label") == shot["label"]
+    picture = tmp_path / "frame.png"
+    picture.write_bytes(base64.b64decode(shot["png"].split(",", 1)[1]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(root))
+        (expected,) = predict_sources(load_run_model(run_dir), [picture])
+    assert expected["label"] == shot["label"], expected
+    shown = float(frame.inner_text("#top-prob").rstrip("%")) / 100
+    assert shown == pytest.approx(expected["confidence"], abs=0.05)
+
+    # The export made on first use is the run's ordinary web export, and it is reused.
+    folder = current_web_export(run_dir)
+    assert folder == run_dir / "exports" / "web"
+    marker = json.loads((folder / ".transfer-studio-export.json").read_text())
+    page.reload()
+    again = _open_live(page, url)
+    assert again.inner_text("#status").startswith("Model ready")
+    assert json.loads((folder / ".transfer-studio-export.json").read_text()) == marker
+
+    assert not errors, errors
+    assert all(r.startswith(url) or r.startswith(("blob:", "data:")) for r in requests), [
+        r for r in requests if not r.startswith(url)
+    ]
+    print(f"\nclassroom flow: {flow:.1f} s (Predict opened -> first live answer, export included)")
