@@ -16,6 +16,7 @@ import streamlit as st
 
 from core.data import drafts
 from ui.figures import class_counts_figure
+from ui.hold_record import hold_to_record
 from ui.text import md
 
 PAGE_SIZE = 24
@@ -109,6 +110,7 @@ SECOND_CLASS_WEBCAM = (
     "choose “+ New class…” under *Into class*, give it a name, and take a few pictures of it."
 )
 NEW_CLASS = "+ New class…"
+HOLD, ONE_PICTURE = "Hold to record", "One picture"
 SHOTS_SHOWN = 12
 MIN_PICTURES = 3  # one each for train, validation and test
 
@@ -121,8 +123,9 @@ def webcam_drafts() -> tuple[dict[str, list[tuple[str, bytes]]], str] | None:
     """
     kept = drafts.list_shots()
     st.caption(
-        "Take pictures one by one; each goes into the class you choose and is kept until you "
-        "delete it or make the dataset."
+        "Hold the record button to take about ten pictures a second, or take them one by one; "
+        "each goes into the class you choose and is kept until you delete it or make the "
+        "dataset."
     )
     cols = st.columns([2, 1])
     known = list(dict.fromkeys([*kept, *st.session_state.get("data_new_classes", [])]))
@@ -133,7 +136,15 @@ def webcam_drafts() -> tuple[dict[str, list[tuple[str, bytes]]], str] | None:
             .text_input("New class name", key="data_cam_new", placeholder=f"class {len(known) + 1}")
             .strip()
         )
-    shot = cols[0].camera_input("Take a picture", key="data_cam")
+    mode = cols[1].segmented_control(
+        "Capture", [HOLD, ONE_PICTURE], default=HOLD, key="data_cam_mode"
+    )
+    if mode == ONE_PICTURE:
+        shot = cols[0].camera_input("Take a picture", key="data_cam")
+    else:
+        shot = None
+        with cols[0]:
+            hold_to_record(label, key="data_rec")
     if (
         shot is not None
         and label

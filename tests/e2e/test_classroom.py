@@ -1,4 +1,8 @@
-"""The classroom loop in real Chromium with its fake camera: live prediction on Predict.
+"""The classroom loop in real Chromium with its fake camera: recording and live prediction.
+
+On an empty app, the Data page's webcam tab records while its button is held (about ten
+frames a second); the count must match the hold time within 20 %, the pictures must be on disk
+as draft pictures of that class, and the last burst can be undone.
 
 A workspace with one small finished run is served by the app (``scripts/run-app.sh``). The
 Predict page's "Live camera" makes the run's web export on first use, serves it to a component
@@ -115,3 +119,92 @@ def test_live_camera_prediction_matches_core_predict(camera_page, classroom, tmp
         r for r in requests if not r.startswith(url)
     ]
     print(f"\nclassroom flow: {flow:.1f} s (Predict opened -> first live answer, export included)")
+
+
+RECORDER_FRAME = re.compile(r"/component/ui\.hold_record\.hold_record/")
+
+
+def _recorder(page):
+    page.wait_for_selector("iframe[title='ui.hold_record.hold_record']", timeout=120_000)
+    for _ in range(600):
+        frame = next((f for f in page.frames if RECORDER_FRAME.search(f.url)), None)
+        if frame is not None:
+            return frame
+        page.wait_for_timeout(100)
+    raise AssertionError(f"no recorder frame among {[f.url for f in page.frames]}")
+
+
+def _hold(page, frame, milliseconds: int) -> None:
+    """Presses the record button with the mouse for ``milliseconds``, then releases it."""
+    box = frame.locator("#record").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_timeout(milliseconds)
+    page.mouse.up()
+
+
+def _stored(home, label: str) -> int:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(home))
+        from core.data import drafts
+
+        return len(drafts.list_shots().get(label, []))
+
+
+def test_hold_to_record_keeps_about_ten_frames_a_second_and_undoes(browser, tmp_path):
+    from PIL import Image
+
+    home = tmp_path / "home"
+    home.mkdir()
+    instance = browser.browser_type.launch(executable_path=CHROMIUM, args=CAMERA_ARGS)
+    context = instance.new_context(viewport={"width": 1280, "height": 1500})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        with running_server(home) as url:
+            page.goto(f"{url}/data")
+            page.get_by_role("tab", name="Webcam").click()
+            frame = _recorder(page)
+            frame.click("#start")
+            frame.wait_for_selector("#record:not([disabled])")
+            assert frame.inner_text("#record") == "Hold to record “class 1”"
+            _hold(page, frame, 2000)
+            frame.wait_for_selector("body[data-recording='false'][data-pending='0']")
+            captured = int(frame.get_attribute("body", "data-captured"))
+            held = int(frame.get_attribute("body", "data-held-ms"))
+            expected = held / 100
+            assert abs(captured - expected) <= 0.2 * expected, (captured, held)
+            assert _stored(home, "class 1") == captured
+            assert frame.inner_text("#class-count") == str(captured)
+            page.get_by_text(f"{captured} picture(s)").first.wait_for()
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("TRANSFER_STUDIO_HOME", str(home))
+                from core.data import drafts
+
+                first = drafts.list_shots()["class 1"][0]
+            with Image.open(first) as picture:
+                assert picture.format == "JPEG" and max(picture.size) <= 224
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "data-hold-to-record.png"), full_page=True)
+
+            # A second, short burst, then undo removes exactly that burst.
+            _hold(page, frame, 500)
+            frame.wait_for_selector("body[data-recording='false'][data-pending='0']")
+            second = int(frame.get_attribute("body", "data-captured"))
+            assert second >= 1
+            undo = page.get_by_role("button", name=re.compile(r"Undo the last burst"))
+            undo.wait_for()
+            assert f"({second} picture(s)" in undo.inner_text()
+            assert _stored(home, "class 1") == captured + second
+            undo.click()
+            frame.wait_for_function(
+                "(n) => document.getElementById('class-count').textContent === String(n)",
+                arg=captured,
+            )
+            assert _stored(home, "class 1") == captured
+    finally:
+        context.close()
+        instance.close()
+    assert not errors, errors

@@ -25,7 +25,10 @@ function send(type, extra = {}) {
 }
 
 function resize() {
-  send("streamlit:setFrameHeight", { height: document.documentElement.scrollHeight + 4 });
+  // The body's own height: the document's scrollHeight is never below the frame's height,
+  // so it could grow the frame but never shrink it.
+  const height = Math.ceil(document.body.getBoundingClientRect().height) + 4;
+  send("streamlit:setFrameHeight", { height });
 }
 
 function show(ranked, ms) {
