@@ -31,7 +31,6 @@ CAMERA_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
 ]
-LIVE_FRAME = re.compile(r"/component/ui\.live_predict\.live/")
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +55,23 @@ def camera_page(browser, classroom):
     instance.close()
 
 
-def _live_frame(page):
-    page.wait_for_selector("iframe[title='ui.live_predict.live']", timeout=300_000)
+def _component_frame(page, name: str):
+    """The frame of the custom component ``name`` (``<module>.<name>``), once it is loaded."""
+    page.wait_for_selector(f"iframe[title='{name}']", timeout=300_000)
+    address = re.compile(rf"/component/{re.escape(name)}/")
     for _ in range(600):
-        frame = next((f for f in page.frames if LIVE_FRAME.search(f.url)), None)
+        frame = next((f for f in page.frames if address.search(f.url)), None)
         if frame is not None:
             return frame
         page.wait_for_timeout(100)
-    raise AssertionError(f"no live prediction frame among {[f.url for f in page.frames]}")
+    raise AssertionError(f"no {name} frame among {[f.url for f in page.frames]}")
 
 
 def _open_live(page, url):
     page.goto(f"{url}/predict")
     page.get_by_role("heading", name="Predict").first.wait_for(timeout=120_000)
     page.get_by_test_id("stButtonGroup").get_by_text("Live camera").click()
-    frame = _live_frame(page)
+    frame = _component_frame(page, "ui.live_predict.live")
     frame.wait_for_selector("body[data-ready='true']", timeout=300_000)
     return frame
 
@@ -121,19 +122,6 @@ def test_live_camera_prediction_matches_core_predict(camera_page, classroom, tmp
     print(f"\nclassroom flow: {flow:.1f} s (Predict opened -> first live answer, export included)")
 
 
-RECORDER_FRAME = re.compile(r"/component/ui\.hold_record\.hold_record/")
-
-
-def _recorder(page):
-    page.wait_for_selector("iframe[title='ui.hold_record.hold_record']", timeout=120_000)
-    for _ in range(600):
-        frame = next((f for f in page.frames if RECORDER_FRAME.search(f.url)), None)
-        if frame is not None:
-            return frame
-        page.wait_for_timeout(100)
-    raise AssertionError(f"no recorder frame among {[f.url for f in page.frames]}")
-
-
 def _hold(page, frame, milliseconds: int) -> None:
     """Presses the record button with the mouse for ``milliseconds``, then releases it."""
     box = frame.locator("#record").bounding_box()
@@ -166,7 +154,7 @@ def test_hold_to_record_keeps_about_ten_frames_a_second_and_undoes(browser, tmp_
         with running_server(home) as url:
             page.goto(f"{url}/data")
             page.get_by_role("tab", name="Webcam").click()
-            frame = _recorder(page)
+            frame = _component_frame(page, "ui.hold_record.hold_record")
             frame.click("#start")
             frame.wait_for_selector("#record:not([disabled])")
             assert frame.inner_text("#record") == "Hold to record “class 1”"
