@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from ui.auth import gate
+from ui.errors import run_guarded
 from ui.router import mark_routed
 from ui.sidebar import render_sidebar
 from ui.state import init_state
@@ -12,6 +14,7 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state="expanded",
 )
+gate()  # who is this, and which workspace do they see (stops at the login form)
 init_state()
 mark_routed()
 
@@ -37,5 +40,5 @@ st.logo("assets/logo.svg", size="large", icon_image="assets/icon.svg")
 # choice, a run just started).
 sidebar = st.sidebar.empty()
 render_sidebar(sidebar, live=False)
-navigation.run()
+run_guarded(navigation.run, navigation.url_path or "home")
 render_sidebar(sidebar, live=True)

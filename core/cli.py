@@ -12,8 +12,10 @@ Exit codes: 0 success, 1 the work ran and failed (e.g. a training run failed),
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -66,5 +68,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except CommandError as error:
-        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.write(f"error: {one_line(str(error))}\n")
         return error.exit_code
+    except OSError as error:
+        sys.stderr.write(f"error: {os_error_line(error)}\n")
+        return EXIT_BAD_INPUT
+    except ValueError as error:  # damaged files (CorruptFileError), refused models, bad values
+        sys.stderr.write(f"error: {one_line(str(error) or type(error).__name__)}\n")
+        return EXIT_BAD_INPUT
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """``text`` on one line, cut to ``limit`` characters (messages never print a traceback)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def os_error_line(error: OSError) -> str:
+    """One sentence for a file-system error: what failed, on which path, and what to do.
+
+    Args:
+        error: The error.
+
+    Returns:
+        The sentence.
+    """
+    name = str(error.filename) if error.filename is not None else ""
+    shown = name if len(name) <= 120 else name[:60] + "…" + name[-40:]
+    reason = error.strerror or str(error)
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        home = os.environ.get("TRANSFER_STUDIO_HOME") or "./workspace"
+        return one_line(
+            f"cannot write {shown!r}: {reason}. The workspace ({home}) must be writable; set "
+            "TRANSFER_STUDIO_HOME to a folder you can write to."
+        )
+    if error.errno == errno.ENAMETOOLONG:
+        return one_line(
+            f"a name is too long for the file system ({len(name)} characters): {shown!r}"
+        )
+    if error.errno == errno.ENOSPC:
+        return one_line(f"the disk is full while writing {shown!r}; free some space and retry.")
+    return one_line(f"{reason}: {shown!r}" if shown else reason)

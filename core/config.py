@@ -8,7 +8,6 @@ frozen dataclasses that validate on construction, round-trip through JSON, and a
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import atomic_write_json
+from core.jsonfile import CorruptFileError, read_json
 
 POOLINGS = ("avg", "max", "flatten")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -362,5 +362,19 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
-        """Reads a config written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Reads a config written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: If there is no such file.
+            CorruptFileError: If the file is damaged or does not describe a valid config.
+        """
+        data = read_json(path)
+        if data is None:
+            where = Path(path)
+            raise FileNotFoundError(f"No training config ({where.name}) in {where.parent.name!r}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise CorruptFileError(
+                path, f"does not describe a valid training config: {error}"
+            ) from error

@@ -8,6 +8,7 @@ from core.data import drafts, ingest, store
 from ui import data_view, engine
 from ui.router import require_router
 from ui.state import set_dataset
+from ui.text import md
 
 require_router()
 
@@ -73,7 +74,9 @@ def _files(uploads) -> list[tuple[str, bytes]]:
 
 
 # ---- which dataset ---------------------------------------------------------------------
-choices = engine.dataset_choices()
+choices, broken_datasets = engine.dataset_choices()
+for broken_id, reason in broken_datasets:
+    st.warning(f"Dataset {md(broken_id)} cannot be opened: {md(reason)}")
 ids = [dataset_id for dataset_id, _ in choices]
 names = dict(choices)
 current = st.session_state["dataset_id"]
@@ -206,7 +209,7 @@ if dataset is None:
 
 # ---- the dataset -----------------------------------------------------------------------
 st.divider()
-st.subheader(f"{dataset.name}")
+st.subheader(md(dataset.name))
 data_view.overview(dataset)
 
 

@@ -10,6 +10,7 @@ from ui.eval_common import choose_run, explainer, open_run
 from ui.evaluate_figures import confusion_figure, per_class_frame, selected_cell
 from ui.router import require_router
 from ui.state import set_run
+from ui.text import md
 
 require_router()
 
@@ -44,7 +45,7 @@ try:
     with st.spinner(f"Evaluating on the {SPLIT_NAMES[split].lower()} split..."):
         result = evaluate(run_dir, split, run_model=lambda: open_run(run_dir))
 except (FileNotFoundError, KeyError, ValueError) as error:
-    st.error(f"Cannot evaluate this run: {error}")
+    st.error(f"Cannot evaluate this run: {md(error)}")
     st.stop()
 
 dataset_id = result.dataset
@@ -197,7 +198,7 @@ else:
     run_model = open_run(run_dir)
     wanted = record["predicted"] if target == "predicted class" else record["true"]
     if wanted not in run_model.labels:
-        st.caption(f"The model has no class {wanted!r} (a label added after training).")
+        st.caption(f"The model has no class {md(repr(wanted))} (a label added after training).")
     else:
         from core.data.imageio import load_image
         from core.runs.gradcam import overlay
@@ -216,7 +217,7 @@ else:
 # ---- fix the data, then retrain ------------------------------------------------------------
 st.subheader("Fix the data")
 if dataset is None:
-    st.warning(f"The dataset of this run is not available any more: {problem}")
+    st.warning(f"The dataset of this run is not available any more: {md(problem)}")
     st.stop()
 with st.container(border=True):
     to_fix = st.multiselect(
@@ -246,7 +247,7 @@ with st.container(border=True):
             st.error(str(error))
         else:
             st.session_state.pop("evaluate_fix_images", None)
-            st.toast(f"Relabelled {len(to_fix)} image(s) as {new_label!r}.")
+            st.toast(f"Relabelled {len(to_fix)} image(s) as {md(repr(new_label))}.")
             st.rerun()
     if fix_cols[3].button(
         "Remove", icon=":material/delete:", disabled=not to_fix, key="evaluate_remove"

@@ -6,6 +6,7 @@ from core.runs.predict import predict_sources
 from ui.eval_common import choose_run, explainer, open_run
 from ui.evaluate_figures import probability_figure
 from ui.router import require_router
+from ui.text import md
 
 require_router()
 
@@ -14,8 +15,8 @@ MAX_GRADCAM = 12
 
 st.title("Predict")
 st.caption(
-    "Upload pictures or take one with your webcam. Each is rotated upright (EXIF) and "
-    "converted to RGB exactly like your training images."
+    "Upload pictures, take one with your webcam, or watch the live camera. Each picture is "
+    "rotated upright (EXIF) and converted to RGB exactly like your training images."
 )
 
 run_dir = choose_run("predict", what="classify new pictures")
@@ -24,10 +25,20 @@ if run_dir is None:
 
 source = (
     st.segmented_control(
-        "Pictures from", ["Upload", "Webcam"], default="Upload", key="predict_source"
+        "Pictures from",
+        ["Upload", "Webcam", "Live camera"],
+        default="Upload",
+        key="predict_source",
+        help="Live camera: the model runs in your browser on every frame (nothing is uploaded).",
     )
     or "Upload"
 )
+if source == "Live camera":
+    from ui.live_predict import live_prediction
+
+    live_top = st.slider("Classes to show", 1, 10, 3, key="predict_live_top")
+    live_prediction(run_dir, top=live_top, key="predict_live")
+    st.stop()
 files: list[tuple[str, bytes]] = []
 if source == "Upload":
     uploads = st.file_uploader(
@@ -71,7 +82,9 @@ for index, (entry, payload) in enumerate(good):
 
     picture = load_image(payload)
     with st.container(border=True):
-        st.markdown(f"**{entry['file']}** → **{entry['label']}** ({entry['confidence']:.1%})")
+        st.markdown(
+            f"**{md(entry['file'])}** → **{md(entry['label'])}** ({entry['confidence']:.1%})"
+        )
         cols = st.columns([1, 1, 2]) if show_cam else st.columns([1, 2])
         cols[0].image(picture, width="stretch")
         if show_cam and index < MAX_GRADCAM:

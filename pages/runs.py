@@ -8,6 +8,7 @@ from ui import engine, runs_view
 from ui.figures import compare_figure
 from ui.router import require_router
 from ui.state import set_run
+from ui.text import md
 
 require_router()
 
@@ -57,7 +58,11 @@ chosen = [runs[i] for i in (picked.selection.rows if picked is not None else [])
 if len(chosen) == 1:
     info = chosen[0]
     cols = st.columns([3, 1, 1], vertical_alignment="center")
-    cols[0].markdown(f"Selected: **{table.iloc[runs.index(info)]['name']}** · `{info.run_id}`")
+    cols[0].markdown(
+        f"Selected: **{md(table.iloc[runs.index(info)]['name'])}** · {md(info.run_id)}"
+    )
+    if info.problems:
+        st.warning(md(info.status.message if info.broken else "; ".join(info.problems)))
     if cols[1].button("Open in Train", icon=":material/model_training:", key="runs_open_train"):
         set_run(info.run_id)
         st.switch_page("pages/train.py", query_params={"run": info.run_id})

@@ -16,6 +16,7 @@ from ui.nav import link
 from ui.router import require_router
 from ui.start_from import start_from_picker
 from ui.state import build_train_config, set_model_config, set_run
+from ui.text import md
 from ui.train_form import hyperparameter_form
 
 require_router()
@@ -48,7 +49,7 @@ def _controls(status) -> None:
         try:
             resume_run(status.run_id)
         except (ValueError, FileNotFoundError) as error:
-            st.error(str(error))
+            st.error(md(error))
         else:
             st.rerun(scope="app")
 
@@ -113,7 +114,7 @@ def _next_steps() -> None:
 def _live(run_id: str, was_active: bool) -> None:
     status, error = engine.status_or_error(run_id)
     if status is None:
-        st.warning(f"Run `{run_id}` cannot be shown: {error}")
+        st.warning(f"Run {md(run_id)} cannot be shown: {md(error)}")
         return
     if was_active and not status.active:
         st.rerun(scope="app")  # the run just ended: redraw the page without polling
@@ -126,18 +127,20 @@ def _live(run_id: str, was_active: bool) -> None:
     head[0].markdown(f"#### {badge} &nbsp; {doing}")
     with head[1]:
         _controls(status)
-    if status.state == "queued":
-        st.info(f":material/schedule: {status.message or 'Waiting for the device to be free.'}")
+    if status.active and status.extra.get("stale_seconds"):
+        st.warning(md(status.message), icon=":material/hourglass_disabled:")
+    elif status.state == "queued":
+        st.info(f":material/schedule: {md(status.message or 'Waiting for the device to be free.')}")
     elif status.state == "failed":
-        st.error(status.message or "The run failed.")
+        st.error(md(status.message or "The run failed."))
         st.markdown(
             "**What to try**\n"
             + "\n".join(f"- {t}" for t in run_view.failure_advice(status.message))
         )
     elif status.state in ("interrupted", "cancelled") and status.message:
-        st.warning(status.message)
+        st.warning(md(status.message))
     elif status.state == "completed":
-        st.success(status.message or "Training finished. The best model is saved.")
+        st.success(md(status.message or "Training finished. The best model is saved."))
         _next_steps()
     st.progress(status.progress, text=f"Epoch {status.epoch} of {status.total_epochs}")
     best = run_view.best_val_accuracy(events)
@@ -147,7 +150,8 @@ def _live(run_id: str, was_active: bool) -> None:
     m[1].metric("Best val accuracy", f"{best:.1%}" if best is not None else "–")
     m[2].metric(speed_label, f"{speed:,.0f}" if speed else "–", help=speed_help)
     m[3].metric("Elapsed", run_view.format_duration(elapsed))
-    m[4].metric("Time left (est.)", run_view.format_duration(eta) if status.active else "–")
+    live = status.active and not status.extra.get("stale_seconds")  # a frozen run has no ETA
+    m[4].metric("Time left (est.)", run_view.format_duration(eta) if live else "–")
     if not any(e.get("type") == "epoch" for e in events):
         st.caption(":material/show_chart: The curves appear here after the first epoch.")
     charts = st.columns(2)
@@ -156,19 +160,23 @@ def _live(run_id: str, was_active: bool) -> None:
     if batch_events(events):
         st.plotly_chart(batch_loss_figure(events), key=f"batch_{run_id}")
     for note in run_view.notes(events):
-        st.caption(f":material/info: {note}")
+        if run_view.is_warning_note(note):
+            st.warning(md(note), icon=":material/trending_up:")
+        else:
+            st.caption(f":material/info: {md(note)}")
 
 
 def _run_header(run_id: str) -> None:
     try:
         config = read_config(engine.run_folder(run_id))
     except (FileNotFoundError, ValueError) as error:
-        st.warning(f"Run `{run_id}` has no readable settings: {error}")
+        st.warning(f"Run {md(run_id)} has no readable settings: {md(error)}")
         return
     dataset, _ = engine.dataset_or_error(config.dataset)
     model = config.model
+    data_name = dataset.name if dataset else config.dataset
     st.markdown(
-        f"**{config.name or run_id}** · data: {dataset.name if dataset else config.dataset} · "
+        f"**{md(config.name or run_id)}** · data: {md(data_name)} · "
         f"{engine.backbone_title(model.backbone)} at {model.image_size} px · "
         f"{trainable_phrase(model.trainable)} · {_epochs_phrase(config)} · "
         f"{config.optimizer} lr {config.effective_learning_rate:g}"
@@ -268,7 +276,7 @@ if not dataset_id:
 
 dataset, error = engine.dataset_or_error(dataset_id)
 if dataset is None:
-    st.error(f"The current dataset cannot be loaded: {error}")
+    st.error(f"The current dataset cannot be loaded: {md(error)}")
     st.stop()
 model = st.session_state["model_config"]
 st.caption(
@@ -278,7 +286,7 @@ st.caption(
 )
 problems = dataset.problems()
 for problem in problems:
-    st.error(f"This dataset cannot be trained on yet: {problem}.", icon=":material/report:")
+    st.error(f"This dataset cannot be trained on yet: {md(problem)}.", icon=":material/report:")
 if active:
     st.caption(
         "Another run started now waits in the queue until this one ends (one training at a "
@@ -290,7 +298,7 @@ try:
     planned = build_train_config(dataset_id, st.session_state["train_config"])
 except ValueError as error:
     planned = None
-    st.error(f"The saved settings cannot be used: {error}")
+    st.error(f"The saved settings cannot be used: {md(error)}")
 if planned is not None and not problems:
     init_from, refusal = start_from_picker(planned, list(dataset.classes))
 if planned is not None:
@@ -304,7 +312,7 @@ if overrides is not None and not problems and weights_ok:
     try:
         config = build_train_config(dataset_id, overrides).replace(init_from=init_from)
     except ValueError as error:
-        st.error(f"These settings cannot be used: {error}")
+        st.error(f"These settings cannot be used: {md(error)}")
         st.stop()
     if refusal:
         st.error("Pick another starting point: the chosen run cannot be continued.")

@@ -6,6 +6,8 @@ import os
 
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Page errors reach AppTest instead of becoming an error id (see ui/errors.py).
+os.environ.setdefault("TRANSFER_STUDIO_RAISE_ERRORS", "1")
 
 import pytest  # noqa: E402
 

@@ -16,7 +16,8 @@ import streamlit as st
 
 from core.data import drafts
 from ui.figures import class_counts_figure
-from ui.labels import md_text
+from ui.hold_record import hold_to_record
+from ui.text import md
 
 PAGE_SIZE = 24
 GRID_COLUMNS = 6
@@ -109,6 +110,7 @@ SECOND_CLASS_WEBCAM = (
     "choose “+ New class…” under *Into class*, give it a name, and take a few pictures of it."
 )
 NEW_CLASS = "+ New class…"
+HOLD, ONE_PICTURE = "Hold to record", "One picture"
 SHOTS_SHOWN = 12
 MIN_PICTURES = 3  # one each for train, validation and test
 
@@ -121,8 +123,9 @@ def webcam_drafts() -> tuple[dict[str, list[tuple[str, bytes]]], str] | None:
     """
     kept = drafts.list_shots()
     st.caption(
-        "Take pictures one by one; each goes into the class you choose and is kept until you "
-        "delete it or make the dataset."
+        "Hold the record button to take about ten pictures a second, or take them one by one; "
+        "each goes into the class you choose and is kept until you delete it or make the "
+        "dataset."
     )
     cols = st.columns([2, 1])
     known = list(dict.fromkeys([*kept, *st.session_state.get("data_new_classes", [])]))
@@ -133,7 +136,15 @@ def webcam_drafts() -> tuple[dict[str, list[tuple[str, bytes]]], str] | None:
             .text_input("New class name", key="data_cam_new", placeholder=f"class {len(known) + 1}")
             .strip()
         )
-    shot = cols[0].camera_input("Take a picture", key="data_cam")
+    mode = cols[1].segmented_control(
+        "Capture", [HOLD, ONE_PICTURE], default=HOLD, key="data_cam_mode"
+    )
+    if mode == ONE_PICTURE:
+        shot = cols[0].camera_input("Take a picture", key="data_cam")
+    else:
+        shot = None
+        with cols[0]:
+            hold_to_record(label, key="data_rec")
     if (
         shot is not None
         and label
@@ -153,7 +164,7 @@ def webcam_drafts() -> tuple[dict[str, list[tuple[str, bytes]]], str] | None:
     for name, paths in kept.items():
         with st.container(border=True):
             head = st.columns([4, 1], vertical_alignment="center")
-            head[0].markdown(f"**{md_text(name)}** · {len(paths)} picture(s)")
+            head[0].markdown(f"**{md(name)}** · {len(paths)} picture(s)")
             if head[1].button("Delete these", key=f"data_cam_del_{paths[0].parent.name}"):
                 drafts.clear_shots(name)
                 st.rerun()
@@ -209,7 +220,7 @@ def show_report(report: Mapping[str, Any]) -> None:
     if report.get("error"):
         st.error(report["error"])
     for warning in report.get("warnings") or []:
-        st.warning(warning)
+        st.warning(md(warning))
     if rejected:
         with st.expander(f"Rejected files ({len(rejected)}) and why", icon=":material/block:"):
             st.dataframe(pd.DataFrame(rejected), hide_index=True, width="stretch")
@@ -242,9 +253,9 @@ def overview(dataset: Any) -> None:
     if message:
         st.warning(message, icon=":material/balance:")
     for warning in _stored_warnings(dataset):
-        st.warning(warning)
+        st.warning(md(warning))
     for problem in dataset.problems():
-        st.error(f"Not ready to train: {problem}.", icon=":material/report:")
+        st.error(f"Not ready to train: {md(problem)}.", icon=":material/report:")
 
 
 def _stored_warnings(dataset: Any) -> list[str]:
@@ -278,7 +289,7 @@ def browser(dataset: Any) -> tuple[list[str], str]:
     frame = dataset.manifest[dataset.manifest["label"] == label]
     pages = max(1, -(-len(frame) // PAGE_SIZE))
     page = top[1].number_input(f"Page (of {pages})", 1, pages, 1, key=f"data_page_{label}")
-    top[2].caption(f"{len(frame)} images in '{label}'")
+    top[2].caption(f"{len(frame)} images in {md(repr(label))}")
     shown = frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     selected = []
     grid = st.columns(GRID_COLUMNS)

@@ -45,8 +45,9 @@ def load_dataset(dataset_id: str) -> Any:
     return _load_dataset(dataset_id, _manifest_stamp(dataset_id))
 
 
-def dataset_choices() -> list[tuple[str, str]]:
-    """``(id, "name · N images · K classes")`` of every readable dataset, newest first.
+def dataset_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(id, "name · N images · K classes")`` of every readable dataset, newest first, and
+    ``(id, reason)`` of every dataset folder that cannot be read.
 
     Cached until a dataset folder is added or removed or any manifest changes, so the Data
     page does not read every manifest on each rerun.
@@ -63,13 +64,16 @@ def dataset_choices() -> list[tuple[str, str]]:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _dataset_choices(stamps: tuple[tuple[str, float], ...]) -> list[tuple[str, str]]:
-    from core.data.store import list_datasets
+def _dataset_choices(
+    stamps: tuple[tuple[str, float], ...],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    from core.data.store import scan_datasets
 
-    return [
-        (d.id, f"{d.name} · {len(d.manifest)} images · {len(d.classes)} classes")
-        for d in list_datasets()
+    readable, broken = scan_datasets()
+    choices = [
+        (d.id, f"{d.name} · {len(d.manifest)} images · {len(d.classes)} classes") for d in readable
     ]
+    return choices, [(b.id, b.reason) for b in broken]
 
 
 def dataset_or_error(dataset_id: str) -> tuple[Any | None, str]:

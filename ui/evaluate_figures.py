@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ui.text import plot_text, plot_texts
+
 
 def confusion_figure(
     labels: Sequence[str],
@@ -39,7 +41,9 @@ def confusion_figure(
     counts = np.asarray(matrix, dtype=float).reshape(len(labels), len(labels))
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    labels = [str(label) for label in labels]
+    raw_labels = [str(label) for label in labels]
+    # Class names are the user's: shown as text (Plotly renders some HTML in labels).
+    labels = plot_texts(raw_labels)
     fig = go.Figure(
         go.Heatmap(
             z=shares,
@@ -75,8 +79,8 @@ def confusion_figure(
             name="cells",
         )
     )
-    if highlight is not None and highlight[0] in labels and highlight[1] in labels:
-        row, col = labels.index(highlight[0]), labels.index(highlight[1])
+    if highlight is not None and highlight[0] in raw_labels and highlight[1] in raw_labels:
+        row, col = raw_labels.index(highlight[0]), raw_labels.index(highlight[1])
         fig.add_shape(
             type="rect",
             x0=col - 0.5,
@@ -111,7 +115,7 @@ def probability_figure(
     else:
         pairs = [(entry["label"], entry["probability"]) for entry in probabilities]
     pairs = pairs[: max(1, k)]
-    labels = [str(label) for label, _ in pairs][::-1]
+    labels = plot_texts(str(label) for label, _ in pairs)[::-1]
     values = [float(value) for _, value in pairs][::-1]
     fig = go.Figure(
         go.Bar(
@@ -164,8 +168,11 @@ def selected_cell(event: Any, labels: Sequence[str]) -> tuple[str, str] | None:
     points = (selection or {}).get("points") if isinstance(selection, Mapping) else None
     if points is None and selection is not None:
         points = getattr(selection, "points", None)
+    # The figure shows escaped names (:func:`ui.text.plot_text`); map them back.
+    by_shown = {plot_text(label): str(label) for label in labels}
     for point in points or []:
-        true_label, predicted = str(point.get("y")), str(point.get("x"))
-        if true_label in labels and predicted in labels:
+        true_label = by_shown.get(str(point.get("y")))
+        predicted = by_shown.get(str(point.get("x")))
+        if true_label is not None and predicted is not None:
             return true_label, predicted
     return None

@@ -14,6 +14,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ui.text import plot_text, plot_texts
+
 TRAIN_COLOR = "#2563EB"
 VAL_COLOR = "#F97316"
 TEST_COLOR = "#10B981"
@@ -156,7 +158,8 @@ def class_counts_figure(counts: Mapping[str, Mapping[str, int]] | Any) -> go.Fig
     """
     if hasattr(counts, "to_dict") and hasattr(counts, "index"):
         counts = {str(k): v for k, v in counts.to_dict(orient="index").items()}
-    classes = list(counts)
+    names = list(counts)
+    classes = plot_texts(names)  # the user's class names, shown as text
     fig = go.Figure()
     splits = (
         ("train", "train", TRAIN_COLOR),
@@ -169,7 +172,7 @@ def class_counts_figure(counts: Mapping[str, Mapping[str, int]] | Any) -> go.Fig
             fig.add_trace(
                 go.Bar(
                     y=classes,
-                    x=[int(counts[c].get(key, 0)) for c in classes],
+                    x=[int(counts[c].get(key, 0)) for c in names],
                     name=name,
                     orientation="h",
                     marker_color=color,
@@ -255,7 +258,7 @@ def compare_figure(
                 x=[p[0] for p in points],
                 y=[p[1] for p in points],
                 mode="lines+markers",
-                name=label,
+                name=plot_text(label),
                 line={"color": RUN_COLORS[index % len(RUN_COLORS)], "width": 2.5},
             )
         )

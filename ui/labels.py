@@ -11,6 +11,7 @@ STATE_BADGES = {
     "failed": ":red-badge[:material/error: failed]",
     "cancelled": ":orange-badge[:material/block: cancelled]",
     "interrupted": ":orange-badge[:material/pause_circle: interrupted]",
+    "broken": ":red-badge[:material/broken_image: broken]",
 }
 
 PHASE_NAMES = {
@@ -34,11 +35,3 @@ def trainable_phrase(trainable: str) -> str:
     if policy == "all":
         return "whole network"
     return f"top {blocks} block{'s' if blocks != 1 else ''} + head"
-
-
-MARKDOWN_CHARS = frozenset("\\`*_{}[]()<>#+-.!|~:$")
-
-
-def md_text(name: str) -> str:
-    """A user's name for ``st.markdown``: every markdown character escaped, shown as typed."""
-    return "".join(f"\\{c}" if c in MARKDOWN_CHARS else c for c in str(name))

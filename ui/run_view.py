@@ -111,6 +111,13 @@ def notes(events: Iterable[Mapping[str, Any]]) -> list[str]:
     return seen
 
 
+def is_warning_note(note: str) -> bool:
+    """Whether a worker note is a warning to show prominently (a diverging loss)."""
+    from core.training.context import DIVERGENCE_NOTE_START
+
+    return note.startswith(DIVERGENCE_NOTE_START)
+
+
 def failure_advice(message: str) -> list[str]:
     """What to try after a run failed with ``message``, most likely fix first."""
     text = (message or "").lower()

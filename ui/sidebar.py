@@ -7,7 +7,8 @@ from typing import Any
 import streamlit as st
 
 from ui import engine
-from ui.labels import STATE_BADGES, md_text, trainable_phrase
+from ui.labels import STATE_BADGES, trainable_phrase
+from ui.text import md
 
 RUN_REFRESH_SECONDS = 2.0
 
@@ -40,9 +41,9 @@ def _dataset_line() -> None:
     dataset, error = engine.dataset_or_error(dataset_id)
     if dataset is None:
         st.markdown(":material/photo_library: **Data** · _unavailable_")
-        st.caption(error)
+        st.caption(md(error))
         return
-    st.markdown(f":material/photo_library: **{md_text(dataset.name)}**")
+    st.markdown(f":material/photo_library: **{md(dataset.name)}**")
     st.caption(f"{len(dataset.manifest)} images · {len(dataset.classes)} classes")
 
 
@@ -63,11 +64,11 @@ def _run_line() -> None:
     status, error = engine.status_or_error(run_id)
     if status is None:
         st.markdown(":material/model_training: **Run** · _not found_")
-        st.caption(error)
+        st.caption(md(error))
         return
     badge = STATE_BADGES.get(status.state, status.state)
     st.markdown(f":material/model_training: **Run** {badge}")
     detail = f"epoch {status.epoch}/{status.total_epochs}"
     if status.phase and status.active:
         detail += f" · {status.phase}"
-    st.caption(f"`{run_id}`  \n{detail}")
+    st.caption(f"{md(run_id)}  \n{detail}")

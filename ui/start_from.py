@@ -7,14 +7,9 @@ from typing import Any
 import streamlit as st
 
 from core.config import TrainConfig
+from ui.text import md
 
 BACKBONE = ""
-_MARKDOWN = set("\\`*_{}[]()#+-.!|<>~$:")
-
-
-def _plain(text: str) -> str:
-    """``text`` with Markdown's special characters escaped (names come from users)."""
-    return "".join(f"\\{char}" if char in _MARKDOWN else char for char in str(text))
 
 
 def _candidates(config: TrainConfig) -> list[Any]:
@@ -69,13 +64,13 @@ def start_from_picker(config: TrainConfig, classes: list[str]) -> tuple[str, str
     try:
         plan = plan_start(config.replace(init_from=choice), classes)
     except IncompatibleParentError as error:
-        st.error(_plain(str(error)), icon=":material/block:")
+        st.error(md(str(error)), icon=":material/block:")
         return choice, str(error)
     st.caption(
         f"Keeps what it learned about {len(plan.kept)} class(es)"
-        + (f"; learns the new {_plain(', '.join(plan.added))}" if plan.added else "")
+        + (f"; learns the new {md(', '.join(plan.added))}" if plan.added else "")
         + (
-            f"; forgets {_plain(', '.join(plan.dropped))} (no longer in the data)"
+            f"; forgets {md(', '.join(plan.dropped))} (no longer in the data)"
             if plan.dropped
             else ""
         )

@@ -14,4 +14,5 @@ COMMAND_MODULES: list[str] = [
     "core.commands.predict",
     "core.commands.export",
     "core.commands.app",
+    "core.commands.users",
 ]

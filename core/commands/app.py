@@ -31,6 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Address to serve on (default localhost).",
     )
     parser.add_argument("--port", type=int, default=8501, help="Port (default 8501).")
+    parser.add_argument(
+        "--allow-open-server",
+        action="store_true",
+        help=(
+            "serve beyond localhost without logins (everyone shares one workspace); without "
+            "it, a non-local address needs Streamlit's login or `users add` accounts"
+        ),
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -42,6 +50,13 @@ def handle(args: argparse.Namespace) -> int:
             f"the app's files are not next to the installed engine (looked for {script}); "
             "install from a source checkout with `pip install -e .` to run the app"
         )
+    from core import users
+
+    protected = users.has_accounts() or users.oidc_configured(script.parent)
+    if not users.is_local_address(args.address) and not protected and not args.allow_open_server:
+        raise CommandError(users.open_server_refusal(args.address))
+    if args.allow_open_server:
+        os.environ[users.OPEN_SERVER_ENV] = "1"
     # The workspace stays where the user's shell would put it, even though the server runs
     # in the project folder (where Streamlit finds the project's config).
     home = os.environ.get(HOME_ENV)

@@ -129,10 +129,14 @@ def decode_member_name(info: zipfile.ZipInfo) -> str:
     write without setting the flag); then cp437, the zip format's legacy code page.
     The result is NFC-normalised (macOS stores decomposed accents) with ``/`` separators.
     """
+    return unicodedata.normalize("NFC", _raw_member_name(info)).replace("\\", "/")
+
+
+def _raw_member_name(info: zipfile.ZipInfo) -> str:
     name = info.orig_filename
     if not info.flag_bits & _UTF8_FLAG:
         name = _unicode_path_extra(info.extra) or _reread_as_utf8(name) or name
-    return unicodedata.normalize("NFC", name).replace("\\", "/")
+    return name
 
 
 def check_member_name(name: str) -> tuple[str, ...]:
@@ -211,6 +215,8 @@ class SafeZip:
         members: Regular-file members that passed the checks, in archive order.
         directories: Path parts of directory members (so empty folders are known).
         rejected: ``(name, reason)`` for each member refused while listing.
+        unicode_forms: For each non-ASCII path component (NFC), the distinct forms it was
+            written in; two forms mean two folders were merged by normalisation.
 
     Raises:
         ArchiveError: If the file is not a zip, is too big, or lists too many members.
@@ -228,6 +234,7 @@ class SafeZip:
         self.members: list[ZipMember] = []
         self.directories: list[tuple[str, ...]] = []
         self.rejected: list[tuple[str, str]] = []
+        self.unicode_forms: dict[str, set[str]] = {}
         self._total = 0
         self._entries_read = 0
         handle: BinaryIO
@@ -278,7 +285,13 @@ class SafeZip:
                 f"{limits.max_entries:,} (max_entries)"
             )
         for info in infos:
-            name = decode_member_name(info)
+            raw = _raw_member_name(info)
+            name = unicodedata.normalize("NFC", raw).replace("\\", "/")
+            if not raw.isascii():
+                for part in raw.replace("\\", "/").split("/"):
+                    self.unicode_forms.setdefault(unicodedata.normalize("NFC", part), set()).add(
+                        part
+                    )
             try:
                 parts = check_member_name(name)
                 _check_member_type(info)

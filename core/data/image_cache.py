@@ -11,7 +11,6 @@ images there are; training reads it through :class:`core.training.feeder.ArrayFe
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import os
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from core.atomic import atomic_write_json
+from core.jsonfile import read_json_cache
 from core.workspace import cache_dir
 
 CHUNK = 256
@@ -106,8 +106,14 @@ def cache_key(fingerprint: str, size: int) -> str:
 def _open_existing(npy: Path, index: Path, size: int) -> ImageCache | None:
     if not (npy.is_file() and index.is_file()):
         return None
-    images = json.loads(index.read_text())["images"]
-    array = np.load(npy, mmap_mode="r")
+    meta = read_json_cache(index)  # a damaged index means the cache is rebuilt
+    images = meta.get("images") if meta else None
+    if not isinstance(images, list):
+        return None
+    try:
+        array = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
     if array.shape != (len(images), size, size, 3) or array.dtype != np.uint8:
         return None
     return ImageCache(array=array, images=images, size=size, path=npy)

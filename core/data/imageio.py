@@ -330,6 +330,68 @@ def load_image(
     return rgb
 
 
+#: Most bytes of metadata (APPn and COM segments: EXIF, ICC, XMP, comments) a JPEG may carry
+#: and still be stored byte for byte; beyond this it is re-encoded without them.
+MAX_KEPT_JPEG_METADATA = 128 * 1024
+#: Padding tolerated after a JPEG's end-of-image marker (some cameras add a few zero bytes).
+_MAX_JPEG_TRAILER = 16
+_METADATA_MARKERS = frozenset(range(0xE0, 0xF0)) | {0xFE}
+#: Markers that stand alone (no length field): TEM, RST0-7.
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def jpeg_holds_only_the_image(data: bytes) -> bool:
+    """Whether a JPEG's bytes are its image and a little metadata, and nothing else.
+
+    A file can be a valid JPEG and also something else: a zip appended after the
+    end-of-image marker (a polyglot), or megabytes hidden in APPn/COM segments. Such files
+    are never kept byte for byte. The walk reads segment headers only (linear, no decoding).
+
+    Args:
+        data: The file's bytes (already known to open as a JPEG).
+
+    Returns:
+        True when metadata segments total at most :data:`MAX_KEPT_JPEG_METADATA` bytes,
+        nothing but padding follows the end-of-image marker, and no zip directory is present.
+    """
+    if not data.startswith(b"\xff\xd8") or b"PK\x05\x06" in data or b"PK\x06\x06" in data:
+        return False
+    position = 2
+    metadata = 0
+    size = len(data)
+    while position + 4 <= size:
+        if data[position] != 0xFF:
+            return False
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if length < 2:
+            return False
+        if marker in _METADATA_MARKERS:
+            metadata += length
+            if metadata > MAX_KEPT_JPEG_METADATA:
+                return False
+        position += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            while True:
+                position = data.find(b"\xff", position)
+                if position < 0 or position + 1 >= size:
+                    return False
+                following = data[position + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                    position += 1 if following == 0xFF else 2
+                    continue
+                break
+            if data[position + 1] == 0xD9:  # end of image
+                return size - (position + 2) <= _MAX_JPEG_TRAILER
+    return False
+
+
 def prepare_for_store(
     data: bytes,
     *,
@@ -345,8 +407,9 @@ def prepare_for_store(
         max_pixels: See :func:`load_image`.
         max_side: Longest side of the stored image; ``None`` keeps the original size.
         quality: JPEG quality when the image is re-encoded.
-        keep_clean_jpeg: Keep an RGB, upright JPEG that needs no resizing byte for byte
-            (``data`` is ``None`` in the result) after a full validating decode.
+        keep_clean_jpeg: Keep an RGB, upright JPEG that needs no resizing and holds nothing
+            but the image (:func:`jpeg_holds_only_the_image`) byte for byte (``data`` is
+            ``None`` in the result) after a full validating decode.
 
     Returns:
         A :class:`PreparedImage`.
@@ -364,6 +427,7 @@ def prepare_for_store(
                 and image.format == "JPEG"
                 and image.mode == "RGB"
                 and _orientation(image) == 1
+                and jpeg_holds_only_the_image(data)
             ):
                 width, height = image.size
                 # Decoding at 1/8 scale, luma only, still entropy-decodes every byte of the
@@ -380,6 +444,8 @@ def prepare_for_store(
                     f"{_JPEG_MAX_SIDE:,} pixels (set max_side to shrink it)"
                 )
             buffer = io.BytesIO()
+            # Only pixels are stored: Pillow would otherwise copy the source's comment.
+            rgb.info = {}
             rgb.save(buffer, "JPEG", quality=quality)
             return PreparedImage(buffer.getvalue(), rgb.width, rgb.height, source_format, notes)
 

@@ -61,6 +61,8 @@ class Listing:
     rejected: list[dict[str, str]] = field(default_factory=list)
     ignored: int = 0
     forced_csv: tuple[str, ...] | None = None
+    #: NFC path component -> the raw forms it was written in (zips normalise while listing).
+    unicode_forms: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,6 +140,7 @@ def list_zip(archive: SafeZip) -> Listing:
     source.directories = [
         parts for parts in archive.directories if not any(is_junk(part) for part in parts)
     ]
+    source.unicode_forms = archive.unicode_forms
     return source
 
 
@@ -225,39 +228,87 @@ def _plan_from_csv(csv_entry: Entry, rows: list[tuple[str, str]], others: list[E
     return plan
 
 
-def _dir_paths(source: Listing) -> set[tuple[str, ...]]:
-    paths = set(source.directories)
-    for entry in source.entries:
-        for depth in range(1, len(entry.parts)):
-            paths.add(entry.parts[:depth])
-    return paths
+#: Deepest folder nesting a source may have (class folders sit 1-3 levels down in practice).
+MAX_FOLDER_DEPTH = 32
 
 
-def _unwrap(entries: list[Entry], dirs: set[tuple[str, ...]]) -> tuple[str, ...]:
+class _Folder:
+    """One folder of a source: its sub-folders by name and whether files lie directly in it."""
+
+    __slots__ = ("children", "has_files")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Folder] = {}
+        self.has_files = False
+
+    def child(self, name: str) -> _Folder:
+        node = self.children.get(name)
+        if node is None:
+            node = self.children[name] = _Folder()
+        return node
+
+
+def _folder_tree(source: Listing, entries: list[Entry]) -> _Folder:
+    """The folder tree of a source, built in time linear in the total number of path parts."""
+    root = _Folder()
+    for parts in source.directories:
+        node = root
+        for part in parts:
+            node = node.child(part)
+    for entry in entries:
+        node = root
+        for part in entry.parts[:-1]:
+            node = node.child(part)
+        node.has_files = True
+    return root
+
+
+def _unwrap(root: _Folder) -> tuple[tuple[str, ...], _Folder]:
     """Descends through wrapper folders: a lone folder (no files beside it) whose own
-    children are folders."""
+    children are folders. Returns the prefix and its folder."""
     prefix: tuple[str, ...] = ()
-    while True:
-        depth = len(prefix)
-        if any(len(e.parts) == depth + 1 and e.parts[:depth] == prefix for e in entries):
-            return prefix
-        children = {p[: depth + 1] for p in dirs if len(p) > depth and p[:depth] == prefix}
-        if len(children) != 1:
-            return prefix
-        (child,) = children
-        if not any(len(p) > depth + 1 and p[: depth + 1] == child for p in dirs):
-            return prefix
-        prefix = child
+    node = root
+    while not node.has_files and len(node.children) == 1:
+        ((name, child),) = node.children.items()
+        if not child.children:
+            break
+        prefix += (name,)
+        node = child
+    return prefix, node
+
+
+def _too_deep(source: Listing, entries: list[Entry], plan: Plan) -> list[Entry]:
+    """Drops files and folders nested deeper than :data:`MAX_FOLDER_DEPTH`, with a reason."""
+    kept = [e for e in entries if len(e.parts) <= MAX_FOLDER_DEPTH + 1]
+    if len(kept) != len(entries):
+        reason = (
+            f"nested more than {MAX_FOLDER_DEPTH} folders deep; put class folders at most "
+            "a few levels down"
+        )
+        plan.rejected.extend(
+            {"file": e.name[:300], "reason": reason}
+            for e in entries
+            if len(e.parts) > MAX_FOLDER_DEPTH + 1
+        )
+    source.directories = [d for d in source.directories if len(d) <= MAX_FOLDER_DEPTH]
+    return kept
 
 
 def _plan_from_folders(source: Listing, entries: list[Entry]) -> Plan:
-    """Labels files by class folder (after unwrapping, and pooling train/val/test folders)."""
+    """Labels files by class folder (after unwrapping, and pooling train/val/test folders).
+
+    Runs in time linear in the number of path parts (folder nesting is also capped at
+    :data:`MAX_FOLDER_DEPTH`), so a zip nested thousands of folders deep stays cheap.
+    """
     plan = Plan()
-    dirs = _dir_paths(source)
-    prefix = _unwrap(entries, dirs)
+    entries = _too_deep(source, entries, plan)
+    prefix, node = _unwrap(_folder_tree(source, entries))
     depth = len(prefix)
-    top = {p[depth] for p in dirs if len(p) > depth and p[:depth] == prefix}
+    top = set(node.children)
     label_at = depth
+    class_folders: list[tuple[tuple[str, ...], str]] = [
+        ((*prefix, name), name) for name in sorted(node.children)
+    ]
     if (
         top
         and {name.lower() for name in top} <= SPLIT_FOLDER_NAMES
@@ -269,15 +320,24 @@ def _plan_from_folders(source: Listing, entries: list[Entry]) -> Plan:
             f"the images were already split into {', '.join(sorted(top))}; they were pooled "
             "by class and split again with the requested fractions and seed"
         )
+        class_folders = [
+            ((*prefix, split, name), name)
+            for split in sorted(node.children)
+            for name in sorted(node.children[split].children)
+        ]
     cleaned: dict[str, str] = {}
-    for path in dirs:
-        if len(path) == label_at + 1 and path[:depth] == prefix:
-            try:
-                cleaned[path[label_at]] = clean_label(path[label_at])
-            except ValueError as error:
-                plan.rejected.append({"file": "/".join(path), "reason": str(error)})
+    raw_forms: dict[str, str] = {}
+    for path, name in class_folders:
+        try:
+            cleaned[name] = clean_label(name)
+        except ValueError as error:
+            plan.rejected.append({"file": "/".join(path), "reason": str(error)})
+            continue
+        for form in source.unicode_forms.get(name, {name}):
+            raw_forms[form] = cleaned[name]
+    plan.warnings.extend(merged_label_warnings(raw_forms))
     for entry in entries:
-        if len(entry.parts) < label_at + 2:
+        if len(entry.parts) < label_at + 2 or entry.parts[:depth] != prefix:
             plan.rejected.append({"file": entry.name, "reason": "not inside a class folder"})
             plan.loose += 1
             continue
@@ -288,6 +348,30 @@ def _plan_from_folders(source: Listing, entries: list[Entry]) -> Plan:
     used = {item.label for item in plan.items}
     plan.empty_classes = set(cleaned.values()) - used
     return plan
+
+
+def merged_label_warnings(cleaned: Mapping[str, str]) -> list[str]:
+    """Says which different raw names became one class once cleaned (NFC/NFD, spaces).
+
+    Args:
+        cleaned: Raw name -> cleaned class name.
+
+    Returns:
+        One warning per class that several raw names were merged into.
+    """
+    by_label: dict[str, list[str]] = {}
+    for raw, label in cleaned.items():
+        by_label.setdefault(label, []).append(raw)
+    warnings = []
+    for label, raws in sorted(by_label.items()):
+        if len(raws) < 2:
+            continue
+        forms = ", ".join(ascii(raw) for raw in sorted(raws))
+        warnings.append(
+            f"{len(raws)} folder names differ only in Unicode form or spacing ({forms}) and "
+            f"were merged into one class {label!r}; rename them if they are different classes"
+        )
+    return warnings
 
 
 def plan_listing(source: Listing) -> Plan:

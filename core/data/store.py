@@ -20,13 +20,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
-import json
 import os
 import re
 import secrets
 import shutil
 import unicodedata
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ from core.data.splits import (
     stratified_split,
     validate_fractions,
 )
+from core.jsonfile import CorruptFileError, check_fields, read_json
 from core.workspace import datasets_dir, resolve_under
 
 try:  # POSIX advisory locks; on other systems mutations simply are not serialised
@@ -262,18 +261,25 @@ class Dataset:
 
 
 def _read_manifest(directory: Path) -> pd.DataFrame:
-    frame = pd.read_csv(
-        directory / MANIFEST_FILE,
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,
-        encoding="utf-8",
-    )
+    path = directory / MANIFEST_FILE
+    shown = f"{MANIFEST_FILE} of {directory.name!r}"  # no server path: it may reach a browser
+    try:
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8"
+        )
+    except FileNotFoundError as error:
+        raise DatasetError(f"{shown} is missing") from error
+    except (ValueError, OSError) as error:  # empty, binary, not CSV (pandas errors are ValueErrors)
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(f"{shown} cannot be read as a manifest ({first})") from error
     missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
     if missing:
-        raise DatasetError(f"{directory / MANIFEST_FILE} lacks the columns {missing}")
+        raise DatasetError(f"{shown} lacks the columns {missing}")
     for column in ("width", "height"):
-        frame[column] = frame[column].astype(int)
+        try:
+            frame[column] = frame[column].astype(int)
+        except ValueError as error:
+            raise DatasetError(f"{shown} has a non-number in its {column!r} column") from error
     escaping = [image for image in frame["image"] if not _inside(image)]
     if escaping:
         raise DatasetError(
@@ -310,7 +316,40 @@ def write_manifest(directory: Path, manifest: pd.DataFrame) -> None:
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    path = directory / META_FILE
+    try:
+        meta = read_json(path)
+        if meta is None:
+            raise CorruptFileError(path, "is missing")
+        check_fields(path, meta, _META_TYPES)
+    except CorruptFileError as error:
+        raise DatasetError(str(error)) from error
+    return meta
+
+
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "created": str,
+    "updated": str,
+    "val_fraction": (int, float),
+    "test_fraction": (int, float),
+    "seed": int,
+}
+
+
+@dataclass(frozen=True)
+class BrokenDataset:
+    """A dataset folder whose files cannot be read.
+
+    Attributes:
+        id: The folder name.
+        dir: The folder.
+        reason: What is wrong, and what to do.
+    """
+
+    id: str
+    dir: Path
+    reason: str
 
 
 def _open(directory: Path, dataset_id: str) -> Dataset:
@@ -352,15 +391,38 @@ def _dataset_dirs() -> list[Path]:
     )
 
 
-def list_datasets() -> list[Dataset]:
-    """All stored datasets, newest first. Unreadable ones are skipped with a warning."""
+def scan_datasets() -> tuple[list[Dataset], list[BrokenDataset]]:
+    """Every stored dataset, newest first, and the dataset folders that cannot be read.
+
+    Returns:
+        ``(datasets, broken)``; each broken one names its damaged file and what to do.
+    """
     datasets = []
+    broken = []
     for directory in _dataset_dirs():
         try:
             datasets.append(_open(directory, directory.name))
         except (OSError, ValueError, KeyError) as error:
-            warnings.warn(f"Skipping unreadable dataset {directory}: {error}", stacklevel=2)
-    return sorted(datasets, key=lambda dataset: dataset.created, reverse=True)
+            broken.append(
+                BrokenDataset(
+                    directory.name,
+                    directory,
+                    f"{error}. Its images are untouched; delete the folder {directory.name!r} "
+                    "(under the workspace's datasets folder) if the dataset is not needed, or "
+                    "ingest the images again.",
+                )
+            )
+    return sorted(datasets, key=lambda dataset: dataset.created, reverse=True), broken
+
+
+def list_datasets() -> list[Dataset]:
+    """All readable stored datasets, newest first (see :func:`scan_datasets` for the rest)."""
+    return scan_datasets()[0]
+
+
+def broken_datasets() -> list[BrokenDataset]:
+    """Dataset folders whose ``dataset.json`` or ``manifest.csv`` cannot be read."""
+    return scan_datasets()[1]
 
 
 def delete_dataset(dataset_id: str) -> None:

@@ -116,12 +116,86 @@ def _check_keras_file(path: Path) -> None:
             f"{path.name} is not a Keras file: expected a '.keras' zip archive written by "
             "Keras (model.save('model.keras'))."
         )
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-    if "config.json" not in names:
-        raise ModelFileError(
-            f"{path.name} is not a Keras file: the archive has no 'config.json' entry."
-        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise ModelFileError(
+                    f"{path.name} is not a Keras file: the archive has no 'config.json' entry."
+                )
+            info = archive.getinfo("config.json")
+            if info.file_size > MAX_CONFIG_BYTES:
+                raise ModelFileError(
+                    f"{path.name} declares a model config of {info.file_size:,} bytes, over the "
+                    f"{MAX_CONFIG_BYTES:,} a model of this app ever needs; refused unread."
+                )
+            raw = archive.read("config.json")
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ModelFileError(f"{path.name} is a damaged zip archive ({error}).") from error
+    try:
+        config = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFileError(f"{path.name} has a damaged model config ({error}).") from error
+    check_model_config(config, path.name)
+
+
+#: Largest ``config.json`` inside a ``.keras`` file (the app's models need well under 1 MB).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: Keras classes the app never builds and that run code or read files when deserialised.
+REFUSED_CLASSES = frozenset(
+    {"Lambda", "TFSMLayer", "StringLookup", "IntegerLookup", "TextVectorization", "function"}
+)
+_OWN_PREFIX = "transfer_studio>"
+
+
+def check_model_config(config: Any, name: str = "the model") -> None:
+    """Refuses a model config that names anything but Keras' own classes and the app's layers.
+
+    Keras' ``safe_mode`` stops ``Lambda`` layers, but a foreign config can still name any
+    importable callable (``os.system``, ``builtins.exec``) or a lookup layer whose vocabulary
+    is a file path (read when the layer is built). Every object in the config that names a
+    module must name ``keras`` (or a ``keras.`` module) with a class the app may build, or one
+    of the app's registered layers.
+
+    Args:
+        config: The parsed ``config.json`` of a ``.keras`` file.
+        name: The file's name, for messages.
+
+    Raises:
+        ModelFileError: Naming the first refused class and why.
+    """
+    pending = [config]
+    seen = 0
+    while pending:
+        node = pending.pop()
+        seen += 1
+        if seen > 2_000_000:
+            raise ModelFileError(f"{name} has a model config too large to check; refused.")
+        if isinstance(node, list):
+            pending.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        module = node.get("module")
+        class_name = node.get("class_name")
+        registered = node.get("registered_name")
+        if module is not None or (class_name is not None and class_name != "__keras_tensor__"):
+            own = isinstance(registered, str) and registered.startswith(_OWN_PREFIX)
+            keras_module = isinstance(module, str) and (
+                module == "keras" or module.startswith("keras.")
+            )
+            if class_name in REFUSED_CLASSES:
+                raise ModelFileError(
+                    f"Refused to load {name}: it contains a {class_name!s:.40} object, which "
+                    "runs code or reads files when loaded. Only models built by the app load."
+                )
+            if module is not None and not (keras_module or own):
+                raise ModelFileError(
+                    f"Refused to load {name}: it names {str(module)[:60]}.{str(class_name)[:60]}, "
+                    "which is not a Keras or Transfer Studio layer. Only models built by the "
+                    "app load."
+                )
+        pending.extend(node.values())
 
 
 def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -141,15 +215,31 @@ def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     _check_keras_file(path)
+    metadata: dict[str, Any] = {"labels": [], "extra": {}}
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
-        metadata: dict[str, Any] = {"labels": [], "extra": {}}
-        if METADATA_ENTRY in names:
-            metadata.update(json.loads(archive.read(METADATA_ENTRY)))
+        ours = _zip_json(archive, METADATA_ENTRY, path.name) if METADATA_ENTRY in names else {}
+        metadata.update(ours)
         if "metadata.json" in names:
-            keras_meta = json.loads(archive.read("metadata.json"))
+            keras_meta = _zip_json(archive, "metadata.json", path.name)
             metadata["keras_version"] = keras_meta.get("keras_version")
+    labels = metadata.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ModelFileError(f"{path.name} has damaged labels in its metadata ({labels!r:.80}).")
     return metadata
+
+
+def _zip_json(archive: zipfile.ZipFile, entry: str, name: str) -> dict[str, Any]:
+    """One small JSON object of a ``.keras`` archive, checked before and after reading."""
+    if archive.getinfo(entry).file_size > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"{name}: its {entry} is too large to be metadata; refused unread.")
+    try:
+        value = json.loads(archive.read(entry))
+    except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as error:
+        raise ModelFileError(f"{name}: its {entry} is damaged ({error}).") from error
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{name}: its {entry} holds {type(value).__name__}, not an object.")
+    return value
 
 
 def load_model(path: str | os.PathLike[str], *, compile: bool = False) -> tuple[Any, list[str]]:
@@ -197,6 +287,12 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = False) -> tuple[
             ) from error
         raise ModelFileError(
             f"{path.name} could not be loaded as a Keras model: {error}"
+        ) from error
+    except (TypeError, KeyError, AttributeError, IndexError, OSError) as error:
+        # A config Keras cannot make sense of (foreign or damaged): one sentence, no trace.
+        first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        raise ModelFileError(
+            f"{path.name} could not be loaded as a Keras model ({type(error).__name__}: {first})."
         ) from error
     if int(model.output_shape[-1]) != len(labels):
         raise ModelFileError(

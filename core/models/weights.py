@@ -300,8 +300,145 @@ def check_weights_file(path: str | os.PathLike[str]) -> Path:
     return file.resolve()
 
 
+#: Datasets this small (scalars, counters, seeds) need not match a weight of the architecture.
+_SMALL_DATASET_ELEMENTS = 16
+#: Most HDF5 objects (groups, datasets, links) a weights file may hold.
+MAX_HDF5_OBJECTS = 100_000
+#: Most bytes all attributes of a weights file may declare (Keras stores only short names).
+MAX_HDF5_ATTRIBUTE_BYTES = 4 * _CHUNK
+_NUMERIC_KINDS = frozenset("fiub")
+
+
+def _refuse(file: Path, what: str, reason: str) -> WeightsFileError:
+    return WeightsFileError(f"The weights in {file.name} do not fit the {what}: {reason}")
+
+
+def _check_attributes(obj: Any, name: str, file: Path, what: str) -> int:
+    """Declared bytes of the attributes of one HDF5 object, read from their headers only."""
+    total = 0
+    for key in obj.attrs:
+        attr = obj.attrs.get_id(key)
+        declared = int(attr.get_storage_size())
+        total += declared
+        if declared > MAX_HDF5_ATTRIBUTE_BYTES:
+            raise _refuse(
+                file, what, f"attribute {key!r} of {name or '/'} declares {declared:,} bytes."
+            )
+    return total
+
+
+def check_weights_shapes(model: Any, path: str | os.PathLike[str], *, what: str) -> None:
+    """Refuses a weights file whose declared contents cannot fit ``model``, reading no data.
+
+    Only HDF5 headers are read: every dataset's declared shape and type, every attribute's
+    declared size and every link's kind. A file of a few KB can declare datasets of many GB
+    (chunked, compressed fill values); reading those would allocate the declared size before
+    Keras notices the mismatch.
+
+    Args:
+        model: The Keras model the weights are for.
+        path: The ``.weights.h5`` file (already checked to be HDF5).
+        what: Name of the architecture for messages.
+
+    Raises:
+        WeightsFileError: On an external or soft link, a dataset stored outside the file or
+            virtual, a non-numeric dataset, a dataset whose shape no weight of the architecture
+            has, or declared sizes beyond the architecture's (total, objects, attributes).
+    """
+    import h5py
+    import numpy as np
+
+    file = Path(path)
+    shapes = {tuple(int(d) for d in weight.shape) for weight in model.weights}
+    model_bytes = sum(int(np.prod(weight.shape)) * 4 for weight in model.weights)
+    # float64 files are allowed (twice float32), plus a little for small bookkeeping datasets.
+    budget = 2 * model_bytes + _CHUNK
+    declared_total = 0
+    attribute_total = 0
+    objects = 0
+    try:
+        handle = h5py.File(file, "r")
+    except OSError as error:
+        raise WeightsFileError(f"{file.name} cannot be opened as HDF5: {error}") from error
+    with handle:
+        pending: list[tuple[str, Any]] = [("", handle)]
+        attribute_total += _check_attributes(handle, "", file, what)
+        while pending:
+            prefix, group = pending.pop()
+            for key in group:
+                objects += 1
+                if objects > MAX_HDF5_OBJECTS:
+                    raise _refuse(file, what, f"it holds more than {MAX_HDF5_OBJECTS:,} objects.")
+                name = f"{prefix}/{key}"
+                link = group.get(key, getlink=True)
+                if isinstance(link, h5py.ExternalLink):
+                    raise _refuse(
+                        file,
+                        what,
+                        f"{name} is an external link to {link.filename!r}; a weights file must "
+                        "hold all its data itself.",
+                    )
+                if isinstance(link, h5py.SoftLink):
+                    raise _refuse(
+                        file, what, f"{name} is a soft link; a weights file holds no links."
+                    )
+                item = group[key]
+                attribute_total += _check_attributes(item, name, file, what)
+                if attribute_total > MAX_HDF5_ATTRIBUTE_BYTES:
+                    raise _refuse(
+                        file,
+                        what,
+                        f"its attributes declare more than {MAX_HDF5_ATTRIBUTE_BYTES:,} bytes.",
+                    )
+                if isinstance(item, h5py.Group):
+                    pending.append((name, item))
+                    continue
+                if not isinstance(item, h5py.Dataset):
+                    raise _refuse(file, what, f"{name} is neither a group nor a dataset.")
+                if item.external:
+                    raise _refuse(
+                        file,
+                        what,
+                        f"dataset {name} keeps its data in another file "
+                        f"({item.external[0][0]!r}); a weights file must hold all its data.",
+                    )
+                if item.is_virtual:
+                    raise _refuse(
+                        file,
+                        what,
+                        f"dataset {name} is virtual (maps other files); a weights file must "
+                        "hold all its data.",
+                    )
+                if item.dtype.kind not in _NUMERIC_KINDS:
+                    raise _refuse(
+                        file, what, f"dataset {name} holds {item.dtype} values, not numbers."
+                    )
+                shape = tuple(int(d) for d in item.shape)
+                elements = int(np.prod(shape, dtype=np.float64))
+                declared = elements * item.dtype.itemsize
+                if shape not in shapes and elements > _SMALL_DATASET_ELEMENTS:
+                    raise _refuse(
+                        file,
+                        what,
+                        f"dataset {name} declares shape {shape} ({declared:,} bytes), which no "
+                        "weight of this architecture has (wrong architecture or input size).",
+                    )
+                declared_total += declared
+                if declared_total > budget:
+                    raise _refuse(
+                        file,
+                        what,
+                        f"its datasets declare more than {budget:,} bytes in all, more than "
+                        f"this architecture's weights ({model_bytes:,} bytes as float32).",
+                    )
+
+
 def load_weights_file(model: Any, path: str | os.PathLike[str], *, what: str) -> None:
     """Loads a ``.weights.h5`` file into ``model`` with clear errors.
+
+    The file's declared shapes are checked against ``model`` first
+    (:func:`check_weights_shapes`), so a small file declaring huge datasets is refused before
+    any data is read.
 
     Args:
         model: The Keras model the app built.
@@ -312,6 +449,7 @@ def load_weights_file(model: Any, path: str | os.PathLike[str], *, what: str) ->
         WeightsFileError: If the file is not HDF5 or does not fit the model.
     """
     file = check_weights_file(path)
+    check_weights_shapes(model, file, what=what)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

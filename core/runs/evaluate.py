@@ -23,6 +23,7 @@ import numpy as np
 
 from core.atomic import atomic_write_json
 from core.data.image_cache import cache_key
+from core.jsonfile import read_json_cache
 from core.runs.predict import load_batch, load_run_model, safe_log_loss
 from core.runs.store import MODEL_FILE, read_config_dict, resolve_run_dir
 from core.workspace import cache_dir
@@ -282,8 +283,8 @@ def evaluate(
     key = _split_key(model_path, frame)
     cached = cache_path(run_dir, split)
     if use_cache and cached.exists():
-        data = json.loads(cached.read_text(encoding="utf-8"))
-        if data.get("key") == key:
+        data = read_json_cache(cached) or {}  # a damaged cache is recomputed
+        if data.get("key") == key and isinstance(data.get("result"), dict):
             result = EvaluationResult.from_dict(data["result"])
             for record in result.predictions:  # the workspace may have moved since
                 record["path"] = str(dataset.dir / record["image"])

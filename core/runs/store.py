@@ -34,6 +34,7 @@ initial files before the worker exists).
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -47,9 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from core.config import TrainConfig
+from core.jsonfile import CorruptFileError, check_fields, read_json
 from core.workspace import resolve_under, runs_dir
 
-STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted", "broken")
+#: Shown for a run folder whose files cannot be read; never written to ``status.json``.
+BROKEN_STATE = "broken"
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("completed", "failed", "cancelled", "interrupted")
 PHASES = ("", "waiting", "loading", "caching", "embedding", "head", "train", "fine-tune", "saving")
@@ -65,11 +69,15 @@ BEST_FILE = "best.json"  # in CHECKPOINTS_DIR: epoch and metrics of the best mod
 LOGS_DIR = "logs"
 CANCEL_FILE = "cancel.request"
 WORKER_LOG = "worker.log"
+#: Held (``flock``) by the one worker that owns the folder, for as long as it lives.
+OWNER_LOCK = ".worker.lock"
 
 # The worker beats every HEARTBEAT_SECONDS; a beat older than STALE_SECONDS means nobody is
 # alive to write it (kept well above the beat so a busy machine is not taken for a dead one).
 HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 30.0
+#: A live owner whose beat is older than this is shown as not responding (frozen, stopped).
+FROZEN_SECONDS = 5 * HEARTBEAT_SECONDS
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -80,10 +88,16 @@ def now_iso() -> str:
 
 
 def parse_time(value: str | None) -> float | None:
-    """Converts an ISO timestamp written by :func:`now_iso` to epoch seconds (None passes)."""
-    if not value:
+    """Converts an ISO timestamp written by :func:`now_iso` to epoch seconds.
+
+    None, empty and unparseable values give None (a damaged timestamp is no timestamp).
+    """
+    if not value or not isinstance(value, str):
         return None
-    return datetime.fromisoformat(value).timestamp()
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -94,6 +108,8 @@ class RunStatus:
         run_id: Folder name of the run.
         state: One of :data:`STATES`.
         pid: Process id of the worker (None before it started).
+        pid_start: Start time of that process (clock ticks since boot, from
+            ``/proc/<pid>/stat``), so a pid reused by another process is never taken for it.
         host: Host name of the worker (liveness by pid only makes sense on that host).
         heartbeat: Last time the worker said it was alive (ISO-8601, UTC).
         phase: What the worker is doing, one of :data:`PHASES`.
@@ -112,6 +128,7 @@ class RunStatus:
     run_id: str = ""
     state: str = "queued"
     pid: int | None = None
+    pid_start: int = 0
     host: str = ""
     heartbeat: str = ""
     phase: str = ""
@@ -132,8 +149,23 @@ class RunStatus:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunStatus:
-        """Builds a status from a dictionary; unknown keys go to ``extra``."""
+    def from_dict(
+        cls, data: dict[str, Any], path: str | os.PathLike[str] = STATUS_FILE
+    ) -> RunStatus:
+        """Builds a status from a dictionary; unknown keys go to ``extra``.
+
+        Args:
+            data: The parsed ``status.json``.
+            path: Where it came from (for messages).
+
+        Raises:
+            CorruptFileError: If a field has the wrong type or ``state`` is unknown.
+        """
+        check_fields(path, data, _STATUS_TYPES)
+        if "state" in data and data["state"] not in STATES[:-1]:
+            raise CorruptFileError(
+                path, f"has an unknown state {data['state']!r:.40}; allowed: {STATES[:-1]}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         extra = dict(values.pop("extra", {}) or {})
@@ -153,6 +185,39 @@ class RunStatus:
         within = self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
         done = self.epoch + (within if self.state == "running" else 0.0)
         return max(0.0, min(1.0, done / self.total_epochs))
+
+
+_TEXT_FIELDS = ("run_id", "state", "host", "heartbeat", "phase", "message", "created")
+_STATUS_TYPES: dict[str, type | tuple[type, ...]] = {
+    **dict.fromkeys(_TEXT_FIELDS + ("started", "finished", "device"), str),
+    **dict.fromkeys(
+        ("epoch", "total_epochs", "step", "steps_per_epoch", "resumes", "pid_start"), int
+    ),
+    "pid": (int, type(None)),
+    "extra": (dict, type(None)),
+}
+
+
+def broken_status(folder: str | os.PathLike[str], error: CorruptFileError) -> RunStatus:
+    """The status shown for a run whose ``status.json`` cannot be read.
+
+    Args:
+        folder: The run folder.
+        error: Why it cannot be read.
+
+    Returns:
+        A status in the ``broken`` state whose message gives the reason and what to do.
+    """
+    folder = Path(folder)
+    return RunStatus(
+        run_id=folder.name,
+        state=BROKEN_STATE,
+        message=(
+            f"This run cannot be read: {error.path.name} {error.reason}. Its other files are "
+            f"untouched; delete the folder {folder.name!r} (under the workspace's runs "
+            "folder) if the run is not needed."
+        ),
+    )
 
 
 def validate_run_id(run_id: str) -> str:
@@ -183,6 +248,21 @@ def run_dir(run_id: str, root: str | os.PathLike[str] | None = None) -> Path:
     return resolve_under(base, validate_run_id(run_id))
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()`` that answers False for names the OS refuses (too long, NUL bytes)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def find_run(run: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
     """Resolves a run given as an id or as the path of its folder.
 
@@ -190,13 +270,13 @@ def find_run(run: str | os.PathLike[str], root: str | os.PathLike[str] | None = 
         FileNotFoundError: If no such run folder holds a ``status.json``.
     """
     candidate = Path(run)
-    if (candidate / STATUS_FILE).is_file():
+    if _is_file(candidate / STATUS_FILE):
         return candidate.resolve()
     try:
         folder = run_dir(str(run), root)
     except ValueError as error:
-        raise FileNotFoundError(f"No run {str(run)!r}: {error}") from error
-    if not (folder / STATUS_FILE).is_file():
+        raise FileNotFoundError(f"No run {str(run)[:80]!r}: {error}") from error
+    if not _is_file(folder / STATUS_FILE):
         raise FileNotFoundError(
             f"No run {str(run)!r} under {folder.parent}. List runs with `python -m core runs`."
         )
@@ -216,13 +296,13 @@ def resolve_run_dir(run: str | os.PathLike[str]) -> Path:
         FileNotFoundError: If neither a folder at that path nor a run with that id exists.
     """
     candidate = Path(run).expanduser()
-    if candidate.is_dir():
+    if _is_dir(candidate):
         return candidate.resolve()
     try:
         by_id = resolve_under(runs_dir(), str(run))
     except ValueError as error:
-        raise FileNotFoundError(f"No run folder at {str(run)!r}: {error}") from error
-    if by_id.is_dir():
+        raise FileNotFoundError(f"No run folder at {str(run)[:80]!r}: {error}") from error
+    if _is_dir(by_id):
         return by_id
     raise FileNotFoundError(
         f"No run folder at {str(run)!r} and no run with that id under {runs_dir()}."
@@ -305,18 +385,155 @@ def pid_alive(pid: int | None) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
+def process_start_ticks(pid: int | None) -> int:
+    """When process ``pid`` started, in clock ticks since boot (0 when unknown).
+
+    Together with the pid this names one process for good: a pid the system hands to a new
+    process later comes with a later start time.
+    """
+    if not pid or pid <= 0:
+        return 0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])  # field 22 of proc(5); fields[0] is field 3 (the state)
+    except (IndexError, ValueError):
+        return 0
+
+
+def owner_state(folder: str | os.PathLike[str]) -> str:
+    """Whether a live worker owns the run folder, asked of the kernel (not of a pid).
+
+    Returns:
+        ``"held"`` while a worker process holds the folder's owner lock (also when it is
+        frozen), ``"free"`` when the lock file exists but nobody holds it (its worker is
+        gone), ``"none"`` when no worker ever took it (older runs, or not started yet).
+    """
+    path = Path(folder) / OWNER_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "none"
+    except OSError:
+        return "none"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "held"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return "free"
+    finally:
+        os.close(fd)
+
+
+class RunOwnedError(RuntimeError):
+    """Another live worker owns the run folder; nothing was written."""
+
+
+def acquire_owner(folder: str | os.PathLike[str], wait_seconds: float = 3.0) -> int:
+    """Takes the run folder's owner lock for this process; returns its descriptor.
+
+    Held until the descriptor is closed (or the process ends, however it ends), so a run
+    folder never has two writers: a second worker, or a resume while a frozen worker still
+    lives, is refused here before it writes anything.
+
+    Args:
+        folder: The run folder.
+        wait_seconds: How long to retry (readers hold the lock shared for microseconds).
+
+    Raises:
+        RunOwnedError: If another process holds it.
+    """
+    path = Path(folder) / OWNER_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise RunOwnedError(
+                    f"Run {Path(folder).name!r} is owned by another live worker; a run folder "
+                    "has one writer. Cancel that worker first (it may be frozen), then resume."
+                ) from None
+            time.sleep(0.05)
+
+
+def release_owner(fd: int) -> None:
+    """Gives up the owner lock taken by :func:`acquire_owner`."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _same_process(status: RunStatus) -> bool:
+    """The recorded pid is alive and (when recorded) started when the worker started."""
+    if not pid_alive(status.pid):
+        return False
+    return not status.pid_start or process_start_ticks(status.pid) == status.pid_start
+
+
+def verified_worker_pid(folder: str | os.PathLike[str], status: RunStatus) -> int | None:
+    """The pid of the run's worker, only when there is proof it is that worker.
+
+    Proof: the folder's owner lock is held and the pid's start time is the one the worker
+    recorded (for runs without an owner lock, the start time alone). A pid now used by an
+    unrelated process gives None, so it is never signalled.
+
+    Args:
+        folder: The run folder.
+        status: Its raw status.
+
+    Returns:
+        The pid, or None.
+    """
+    if status.pid is None or (status.host and status.host != socket.gethostname()):
+        return None
+    owner = owner_state(folder)
+    if owner == "free":
+        return None
+    if owner == "none" and not status.pid_start:
+        return None
+    return status.pid if _same_process(status) else None
+
+
 def _raw_status(folder: Path) -> RunStatus:
-    data = json.loads((folder / STATUS_FILE).read_text())
-    return RunStatus.from_dict(data)
+    path = folder / STATUS_FILE
+    data = read_json(path)
+    if data is None:
+        raise FileNotFoundError(f"No run {folder.name[:80]!r} here (no {STATUS_FILE}).")
+    return RunStatus.from_dict(data, path)
+
+
+def _worker_gone(folder: Path, status: RunStatus, age: float, stale_after: float) -> bool:
+    same_host = not status.host or status.host == socket.gethostname()
+    if not same_host:
+        return age > stale_after
+    if status.pid is None:
+        return age > stale_after  # no worker has started yet
+    owner = owner_state(folder)
+    if owner == "held":
+        return False
+    if owner == "free":
+        return True
+    # No owner lock (a run from before locks): the pid, checked against its start time.
+    return not _same_process(status) or age > 10 * stale_after
 
 
 def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SECONDS) -> RunStatus:
     """Reads a run's status, reporting a dead worker as ``interrupted``.
 
     A run that says queued/running is shown as interrupted when its worker is gone: on the
-    same host, when its pid no longer exists (or is a zombie) and the heartbeat stopped;
-    elsewhere, when the heartbeat is older than ``stale_after`` seconds. The file itself is
-    not changed (the worker is its only writer); ``resume`` rewrites it.
+    same host, when nobody holds the folder's owner lock (or, for older runs, when its pid
+    no longer names the process that started the run); elsewhere, when the heartbeat is
+    older than ``stale_after`` seconds. A worker that holds the lock but has not beaten for
+    :data:`FROZEN_SECONDS` is shown as not responding at once (``extra["stale_seconds"]``).
+    The file itself is not changed (the worker is its only writer); ``resume`` rewrites it.
 
     Args:
         folder: The run folder.
@@ -327,6 +544,7 @@ def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SE
 
     Raises:
         FileNotFoundError: If the folder has no ``status.json``.
+        CorruptFileError: If ``status.json`` is damaged (truncated, empty, wrong types).
     """
     folder = Path(folder)
     status = _raw_status(folder)
@@ -334,12 +552,19 @@ def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SE
         return status
     beat = parse_time(status.heartbeat) or 0.0
     age = time.time() - beat
-    same_host = not status.host or status.host == socket.gethostname()
-    if same_host and status.pid is not None:
-        # The pid answers definitively; the heartbeat only guards against pid reuse.
-        dead = not pid_alive(status.pid) or age > 10 * stale_after
-    else:
-        dead = age > stale_after
+    dead = _worker_gone(folder, status, age, stale_after)
+    if dead:
+        # The worker may have written its final state and let go of the lock in between.
+        again = _raw_status(folder)
+        if again.state not in ACTIVE_STATES or again.pid != status.pid:
+            return again if again.state not in ACTIVE_STATES else status
+    if not dead and status.pid is not None and age > FROZEN_SECONDS:
+        status.extra["stale_seconds"] = int(age)
+        status.message = (
+            f"Not responding: no heartbeat for {int(age)} s, although its worker "
+            f"(pid {status.pid}) still exists; it may be frozen or suspended. Cancel the run "
+            "to end that worker, then resume it from the last completed epoch."
+        )
     if dead and cancel_requested(folder):
         # Killed after a cancel request (e.g. still compiling its first step when the
         # grace period ran out): the person asked for this end, so it is not an accident.
@@ -444,33 +669,47 @@ class MetricsReader:
 
 
 def epoch_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The epoch events of ``events``, the last one kept per epoch (a resumed run may repeat)."""
+    """The epoch events of ``events``, the last one kept per epoch (a resumed run may repeat).
+
+    Events without an integer ``epoch`` (a damaged line) are left out.
+    """
     by_epoch: dict[int, dict[str, Any]] = {}
     for event in events:
-        if event.get("type") == "epoch":
-            by_epoch[int(event["epoch"])] = event
+        epoch = event.get("epoch")
+        if event.get("type") == "epoch" and isinstance(epoch, int) and not isinstance(epoch, bool):
+            by_epoch[epoch] = event
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
+    return read_json(path)
 
 
 def read_summary(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Returns ``summary.json`` of a finished run, or None while it has none."""
+    """Returns ``summary.json`` of a finished run, or None while it has none.
+
+    Raises:
+        CorruptFileError: If the file is damaged.
+    """
     return _read_json(Path(folder) / SUMMARY_FILE)
 
 
 def read_config(folder: str | os.PathLike[str]) -> TrainConfig:
-    """Returns the run's :class:`TrainConfig`."""
+    """Returns the run's :class:`TrainConfig`.
+
+    Raises:
+        FileNotFoundError: If the run has no ``config.json``.
+        CorruptFileError: If it is damaged or does not describe a valid config.
+    """
     return TrainConfig.load(Path(folder) / CONFIG_FILE)
 
 
 def read_config_dict(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The run's ``config.json`` as a plain dictionary; empty if the file is missing."""
+    """The run's ``config.json`` as a plain dictionary; empty if the file is missing.
+
+    Raises:
+        CorruptFileError: If the file is damaged.
+    """
     return _read_json(Path(folder) / CONFIG_FILE) or {}
 
 
@@ -480,16 +719,27 @@ def best_path(folder: str | os.PathLike[str]) -> Path:
 
 
 def read_best(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Epoch and metrics of the run's best model so far, or None before the first epoch."""
-    return _read_json(best_path(folder))
+    """Epoch and metrics of the run's best model so far, or None before the first epoch.
+
+    A damaged record counts as none (it is rewritten at the next better epoch).
+    """
+    try:
+        return _read_json(best_path(folder))
+    except CorruptFileError:
+        return None
 
 
 def read_labels(folder: str | os.PathLike[str]) -> list[str]:
     """Returns the class names of ``labels.txt`` (empty before the model was first saved)."""
+    path = Path(folder) / LABELS_FILE
     try:
-        text = (Path(folder) / LABELS_FILE).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
+    except UnicodeDecodeError as error:
+        raise CorruptFileError(path, "is not UTF-8 text (binary content)") from error
+    except OSError as error:
+        raise CorruptFileError(path, f"cannot be read ({error.strerror or error})") from error
     return [line for line in text.splitlines() if line]
 
 
@@ -504,6 +754,7 @@ class RunInfo:
         config: The config as a dictionary (None if unreadable).
         summary: ``summary.json`` when the run finished, else None.
         has_model: Whether ``model.keras`` exists.
+        problems: Sentences about damaged files of the run (empty when all is well).
     """
 
     run_id: str
@@ -512,6 +763,12 @@ class RunInfo:
     config: dict[str, Any] | None
     summary: dict[str, Any] | None
     has_model: bool
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def broken(self) -> bool:
+        """True when the run's status cannot be read (it is listed, but cannot be used)."""
+        return self.status.state == BROKEN_STATE
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dictionary."""
@@ -522,36 +779,70 @@ class RunInfo:
             "config": self.config,
             "summary": self.summary,
             "has_model": self.has_model,
+            "problems": list(self.problems),
         }
+
+
+def _optional_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        return read_json(path)
+    except CorruptFileError as error:
+        problems.append(f"{path.name} {error.reason}")
+        return None
+
+
+def read_run_info(folder: str | os.PathLike[str]) -> RunInfo:
+    """Reads one run folder for listing; never raises for damaged files.
+
+    A damaged ``status.json`` gives a run in the ``broken`` state (its message says why and
+    what to do); a damaged ``config.json`` or ``summary.json`` is left out and named in
+    ``problems``.
+
+    Args:
+        folder: The run folder (it holds a ``status.json``).
+
+    Returns:
+        The run's :class:`RunInfo`.
+    """
+    folder = Path(folder)
+    problems: list[str] = []
+    try:
+        status = read_status(folder)
+    except CorruptFileError as error:
+        status = broken_status(folder, error)
+        problems.append(f"{error.path.name} {error.reason}")
+    except FileNotFoundError:
+        status = broken_status(folder, CorruptFileError(folder / STATUS_FILE, "is missing"))
+        problems.append(f"{STATUS_FILE} is missing")
+    config = _optional_json(folder / CONFIG_FILE, problems)
+    summary = _optional_json(folder / SUMMARY_FILE, problems)
+    return RunInfo(
+        run_id=folder.name,
+        dir=folder,
+        status=status,
+        config=config,
+        summary=summary,
+        has_model=(folder / MODEL_FILE).is_file() and status.state != BROKEN_STATE,
+        problems=problems,
+    )
 
 
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunInfo]:
     """Lists every run folder, newest first, from the folders alone.
 
-    Folders without a readable ``status.json`` are skipped (they are not runs).
+    Folders without a ``status.json`` entry are not runs and are skipped; a run whose files
+    are damaged is listed as ``broken`` (see :func:`read_run_info`), so it never hides and
+    never stops the others from being listed.
     """
     base = Path(root) if root is not None else runs_dir()
     if not base.is_dir():
         return []
     runs = []
     for folder in base.iterdir():
-        if not folder.is_dir() or not (folder / STATUS_FILE).is_file():
+        if not folder.is_dir() or not os.path.lexists(folder / STATUS_FILE):
             continue
-        try:
-            status = read_status(folder)
-        except (OSError, ValueError, TypeError):
-            continue
-        runs.append(
-            RunInfo(
-                run_id=folder.name,
-                dir=folder,
-                status=status,
-                config=_read_json(folder / CONFIG_FILE),
-                summary=read_summary(folder),
-                has_model=(folder / MODEL_FILE).is_file(),
-            )
-        )
-    runs.sort(key=lambda info: (info.status.created or "", info.run_id), reverse=True)
+        runs.append(read_run_info(folder))
+    runs.sort(key=lambda info: (str(info.status.created or ""), info.run_id), reverse=True)
     return runs
 
 

@@ -5,6 +5,8 @@
 - :class:`NonFiniteLossGuard` stops at the first NaN/inf loss by raising
   :class:`NonFiniteLoss` (Keras' ``TerminateOnNaN`` would end training "normally", which
   lets ``BackupAndRestore`` delete the last good backup).
+- :class:`DivergenceWatch` notes a training loss that explodes without ever becoming NaN
+  (far above chance level, or many times its lowest value), and what to do about it.
 - :class:`CancelCheck` raises :class:`TrainingCancelled` at the next train, validation or
   predict batch after a cancel request.
 - :class:`BestModelSaver` saves the full model (backbone + head) whenever validation
@@ -16,7 +18,6 @@ cancel flag and the exceptions live in :mod:`core.training.context` (no Keras ne
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,7 +27,8 @@ from typing import Any
 import keras
 
 from core.atomic import atomic_write_json
-from core.training.context import CancelToken, NonFiniteLoss
+from core.jsonfile import read_json_cache
+from core.training.context import CancelToken, NonFiniteLoss, divergence_message
 
 FIRST_STEP_MESSAGE = "preparing the first step (tracing and compiling the model)."
 
@@ -210,6 +212,59 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             )
 
 
+class DivergenceWatch(keras.callbacks.Callback):
+    """Reports, once, an epoch whose training loss shows the run is diverging.
+
+    A learning rate far too high can drive the cross-entropy to thousands while staying
+    finite, so :class:`NonFiniteLossGuard` never fires and the run would "complete" at chance
+    accuracy. Diverging here means an epoch loss above ``chance_factor`` times the loss of
+    guessing at random (``ln(classes)``), or above ``growth_factor`` times the lowest epoch
+    loss so far while also above chance. The callback only records: training goes on (the
+    best model so far stays saved) and ``report`` receives the sentence.
+
+    Args:
+        report: Called with the message (the worker's ``RunContext.note``).
+        chance_factor: Multiple of chance-level loss that counts as diverging.
+        growth_factor: Growth over the lowest epoch loss that counts as diverging.
+    """
+
+    def __init__(
+        self,
+        report: Callable[[str], None],
+        *,
+        chance_factor: float = 3.0,
+        growth_factor: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if chance_factor <= 1 or growth_factor <= 1:
+            raise ValueError(
+                "chance_factor and growth_factor must be above 1. Received: "
+                f"chance_factor={chance_factor!r}, growth_factor={growth_factor!r}"
+            )
+        self.report = report
+        self.chance_factor = chance_factor
+        self.growth_factor = growth_factor
+        self.lowest = math.inf
+        self.reported = False
+
+    def _chance(self) -> float:
+        outputs = int(self.model.outputs[0].shape[-1]) if self.model is not None else 2
+        return math.log(max(outputs, 2))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = _floats(logs).get("loss")
+        if loss is None or not math.isfinite(loss):
+            return
+        chance = self._chance()
+        exploded = loss > self.chance_factor * chance
+        grew = loss > self.growth_factor * self.lowest and loss > chance
+        self.lowest = min(self.lowest, loss)
+        if (exploded or grew) and not self.reported:
+            self.reported = True
+            rate = current_learning_rate(self.model) if self.model is not None else None
+            self.report(divergence_message(epoch + 1, loss, self.lowest, chance, rate))
+
+
 class CancelCheck(keras.callbacks.Callback):
     """Raises :class:`TrainingCancelled` at the next batch after a cancel request.
 
@@ -295,8 +350,8 @@ class BestModelSaver(keras.callbacks.Callback):
         self.best: dict[str, Any] | None = None
         self._pending = False
         self._last_write = -float("inf")
-        if self.state_path.is_file():
-            self.best = json.loads(self.state_path.read_text())
+        # A damaged record counts as none: the next better epoch rewrites it.
+        self.best = read_json_cache(self.state_path)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         values = _floats(logs)

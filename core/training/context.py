@@ -161,6 +161,37 @@ class MetricsWriter:
         self._handle.close()
 
 
+#: How a divergence note starts (the Train page shows such notes as warnings).
+DIVERGENCE_NOTE_START = "The loss is diverging"
+
+
+def divergence_message(
+    epoch: int, loss: float, lowest: float, chance: float, learning_rate: float | None
+) -> str:
+    """The note left when the training loss explodes without becoming NaN.
+
+    Args:
+        epoch: The epoch (1-based) whose loss gave it away.
+        loss: That epoch's training loss.
+        lowest: The lowest epoch loss seen so far.
+        chance: The loss of guessing uniformly, ``ln(number of classes)``.
+        learning_rate: The learning rate in use, if known.
+
+    Returns:
+        What happened and what to do.
+    """
+    rate = (
+        f"The learning rate ({learning_rate:.2g}) is" if learning_rate else "The learning rate is"
+    )
+    lower = f" (for example {learning_rate / 10:.1g})" if learning_rate else ""
+    return (
+        f"{DIVERGENCE_NOTE_START}: the training loss reached {loss:.3g} at epoch {epoch} "
+        f"(lowest so far {lowest:.3g}; guessing at random gives {chance:.2f}), so the model "
+        f"is getting worse, not better. {rate} probably too high: train again with a "
+        f"learning rate 3 to 10 times lower{lower}."
+    )
+
+
 class RunContext:
     """What the training code gets from its worker: status, events, cancel, notes.
 

@@ -28,12 +28,20 @@ from core.runs.store import (
     create_run,
     find_run,
     now_iso,
-    pid_alive,
+    owner_state,
     read_status,
     request_cancel,
+    verified_worker_pid,
     write_status,
 )
-from core.workspace import HOME_ENV, workspace_root
+from core.workspace import (
+    HOME_ENV,
+    SHARED_HOME_ENV,
+    USER_ENV,
+    current_user,
+    shared_root,
+    workspace_root,
+)
 
 # Worker processes this process started and has not reaped yet (pid -> process).
 _children: dict[int, subprocess.Popen] = {}
@@ -87,6 +95,8 @@ def spawn_worker(folder: str | os.PathLike[str], *, resume: bool = False) -> sub
     _reap()
     env = dict(os.environ)
     env[HOME_ENV] = str(workspace_root())
+    env[SHARED_HOME_ENV] = str(shared_root())
+    env[USER_ENV] = current_user()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     repo_root = Path(core.__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join(
@@ -168,9 +178,16 @@ def _escalate(folder: Path, grace_seconds: float) -> RunStatus:
     status = _wait_until_inactive(folder, grace_seconds)
     if status.active and status.pid is not None:
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if not pid_alive(status.pid):
+            # Checked before every signal: a pid that no longer names the run's worker
+            # (it ended, and the system gave the number to another process) is left alone.
+            pid = verified_worker_pid(folder, _raw_status(folder))
+            if pid is None:
                 break
-            _signal(status.pid, sig)
+            _signal(pid, sig)
+            if sig == signal.SIGTERM:
+                # A stopped (SIGSTOP) worker only acts on SIGTERM once it runs again.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
             status = _wait_until_inactive(folder, wait)
             if not status.active:
                 break
@@ -210,10 +227,11 @@ def cancel_run(
     if not status.active:
         return status
     request_cancel(folder)
-    if status.pid is not None and pid_alive(status.pid):
+    pid = verified_worker_pid(folder, _raw_status(folder))
+    if pid is not None:
         # A worker stuck before its first batch check also hears the signal.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(status.pid, signal.SIGUSR1)
+            os.kill(pid, signal.SIGUSR1)
     if wait:
         return _escalate(folder, grace_seconds)
     threading.Thread(target=_escalate, args=(folder, grace_seconds), daemon=True).start()
@@ -246,6 +264,12 @@ def prepare_resume(run_id: str, root: str | os.PathLike[str] | None = None) -> P
     """Checks that a run can be resumed and marks it queued again; returns its folder."""
     folder = find_run(run_id, root)
     status = read_status(folder)
+    held = owner_state(folder) == "held"
+    if held and (status.state not in ACTIVE_STATES or status.extra.get("stale_seconds")):
+        raise ValueError(
+            f"Run {folder.name!r} cannot be resumed while its worker (pid {status.pid}) still "
+            "holds it; it may be frozen. Cancel the run to end that worker, then resume."
+        )
     if status.state not in ("interrupted", "failed", "cancelled"):
         raise ValueError(
             "Only an interrupted, failed or cancelled run can be resumed. "

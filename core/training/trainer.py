@@ -518,7 +518,7 @@ def _callbacks(
 ) -> list[keras.callbacks.Callback]:
     import keras
 
-    from core.training.callbacks import CancelCheck, NonFiniteLossGuard
+    from core.training.callbacks import CancelCheck, DivergenceWatch, NonFiniteLossGuard
 
     callbacks: list[keras.callbacks.Callback] = [
         # Before the backup: an epoch with a non-finite validation loss is not saved.
@@ -531,6 +531,7 @@ def _callbacks(
         CancelCheck(ctx.token),
         live,
         saver,
+        DivergenceWatch(ctx.note),
     ]
     if phase.patience:
         callbacks.append(

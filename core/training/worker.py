@@ -32,12 +32,17 @@ from core.runs.store import (
     MODEL_FILE,
     SUMMARY_FILE,
     MetricsReader,
+    RunOwnedError,
     RunStatus,
     _raw_status,
+    acquire_owner,
     epoch_events,
     now_iso,
+    process_start_ticks,
     read_best,
     read_config,
+    read_status,
+    release_owner,
 )
 from core.training.context import (
     CancelToken,
@@ -49,7 +54,7 @@ from core.training.context import (
 )
 from core.training.devices import gpu_queue_mode, visible_gpus
 from core.training.distribute import collective_timeout, is_worker_lost, read_cluster
-from core.workspace import workspace_root
+from core.workspace import current_user, shared_root
 
 DEVICE_LOCK_ENV = "TRANSFER_STUDIO_DEVICE"
 
@@ -127,7 +132,7 @@ def device_lock_paths() -> list[tuple[Path, str | None]]:
         # Each worker of a cluster holds its own machine's device; local test clusters share
         # one workspace, so the lock is per worker.
         name = f"{name}-worker{cluster.index}"
-    folder = workspace_root() / "locks"
+    folder = shared_root() / "locks"  # one device for every user of the server
     folder.mkdir(parents=True, exist_ok=True)
     gpus = visible_gpus()
     if gpu_queue_mode() == "per-gpu" and len(gpus) > 1 and cluster is None:
@@ -136,40 +141,57 @@ def device_lock_paths() -> list[tuple[Path, str | None]]:
 
 
 def _wait_for_device(status: StatusWriter, token: CancelToken) -> int:
-    """Blocks until this worker holds a device lock; returns the open lock descriptor."""
+    """Blocks until this worker holds a device lock; returns the open lock descriptor.
+
+    The worker waits in the shared queue (:mod:`core.training.queue`): only the runs at the
+    head of the queue, chosen round robin across users, try the locks (one, or one per GPU);
+    the others show their place.
+    """
+    from core.training import queue
+
     candidates = device_lock_paths()
     fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o644) for path, _ in candidates]
-    announced = False
+    ticket = queue.enter(current_user(), status.status.run_id)
+    shown = None
+    got: tuple[Path, str | None, int] | None = None
     try:
         while True:
-            for (path, gpu), fd in zip(candidates, fds, strict=True):
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                path.with_suffix(".holder").write_text(f"run {status.status.run_id}\n")
-                if gpu is not None:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-                    status.set(message=f"Running on GPU {gpu} (one run per GPU).")
-                fds.remove(fd)
-                return fd
-            if not announced:
-                holder = candidates[0][0].with_suffix(".holder")
-                who = holder.read_text().strip() if holder.exists() else "another run"
-                if len(candidates) > 1:
-                    who = f"one of {len(candidates)} runs (one per GPU)"
-                status.set(
-                    state="queued",
-                    phase="waiting",
-                    message=f"Queued: waiting for {who} to finish on this device.",
-                )
-                announced = True
+            place, length = queue.position(ticket)
+            if place <= len(candidates):
+                for (path, gpu), fd in zip(candidates, fds, strict=True):
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    got = (path, gpu, fd)
+                    break
+                if got is not None:
+                    break
+            holder = candidates[0][0].with_suffix(".holder")
+            who = holder.read_text().strip() if holder.exists() else "another run"
+            if len(candidates) > 1:
+                who = f"one of {len(candidates)} runs (one per GPU)"
+            message = f"Queued: waiting for {who} to finish on this device."
+            if length > 1:
+                message += f" Place {max(place, 1)} of {length} in the queue (runs of different "
+                message += "people take turns)."
+            if message != shown:
+                status.set(state="queued", phase="waiting", message=message)
+                shown = message
             if token.is_set():
                 raise TrainingCancelled("Cancelled while waiting in the queue.") from None
             time.sleep(0.25)
     finally:
+        queue.leave(ticket, served=got is not None)
         for fd in fds:
-            os.close(fd)
+            if got is None or fd != got[2]:
+                os.close(fd)
+    path, gpu, fd = got
+    path.with_suffix(".holder").write_text(f"run {status.status.run_id}\n")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        status.set(message=f"Running on GPU {gpu} (one run per GPU).")
+    return fd
 
 
 def _install_signal_handlers(token: CancelToken) -> dict:
@@ -214,12 +236,27 @@ def run_worker(
     """
     started = time.monotonic()
     folder = Path(folder).resolve()
+    try:
+        # Before anything is written: one worker per run folder, for its whole life.
+        owner_fd = acquire_owner(folder)
+    except RunOwnedError as error:
+        traceback.print_exception(error)
+        return read_status(folder)
+    try:
+        return _run_owned(folder, started, resume=resume, echo=echo)
+    finally:
+        release_owner(owner_fd)
 
+
+def _run_owned(
+    folder: Path, started: float, *, resume: bool, echo: Callable[[dict], None] | None
+) -> RunStatus:
     try:
         status = _raw_status(folder)
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):
         status = RunStatus(run_id=folder.name, created=now_iso())
     status.pid = os.getpid()
+    status.pid_start = process_start_ticks(status.pid)
     status.host = socket.gethostname()
     status.state = "queued"
     status.finished = ""

@@ -29,6 +29,8 @@ def _take(at, label: str | None, seed: int, new: str | None = None) -> None:
         at.text_input(key="data_cam_new").input(new)
     elif label is not None:
         at.selectbox(key="data_cam_class").set_value(label)
+    at.segmented_control(key="data_cam_mode").set_value("One picture")
+    at.run()
     at.camera_input(key="data_cam").upload("photo.jpg", _jpeg(seed))
     at.run()
     at.button(key="data_cam_go").click()

@@ -62,3 +62,17 @@ def test_feeder_shuffles_with_seed_and_covers_every_row():
     ]
     plain = ArrayFeeder(array, rows, targets, 4)
     assert plain[0][1].argmax(1).tolist() == [0, 1, 2, 3]
+
+
+def test_a_damaged_cache_index_is_rebuilt_not_a_crash(tmp_path, workspace):
+    folder, names = _images(tmp_path, count=3)
+    cache = build_image_cache(folder, names, "fp1", 32)
+    index = cache.path.with_suffix(".json")
+    for damage in (b"", b'{"images": [', b"[]", b'{"images": 5}', bytes(range(256))):
+        index.write_bytes(damage)
+        rebuilt = build_image_cache(folder, names, "fp1", 32)
+        assert rebuilt.array.shape == (3, 32, 32, 3)
+        np.testing.assert_array_equal(rebuilt.array[0], load_resized(folder / names[0], 32))
+    cache.path.write_bytes(b"not numpy")
+    rebuilt = build_image_cache(folder, names, "fp1", 32)
+    np.testing.assert_array_equal(rebuilt.array[2], load_resized(folder / names[2], 32))

@@ -244,3 +244,53 @@ def test_gif_with_a_huge_second_frame_does_not_crash():
             assert reader(bytes(data)) is not None
         except ImageRejected as rejection:
             assert rejection.reason
+
+
+def _noise_jpeg(**params) -> bytes:
+    pixels = np.random.default_rng(7).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels), "JPEG", quality=90, **params)
+
+
+def _with_segments(jpeg: bytes, marker: int, payload: bytes, count: int) -> bytes:
+    """``jpeg`` with ``count`` extra APPn/COM segments of ``payload`` right after SOI."""
+    segment = bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+    return jpeg[:2] + segment * count + jpeg[2:]
+
+
+def test_a_jpeg_that_is_also_a_zip_is_stored_as_the_image_only():
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("payload.txt", "x" * 5000)
+    polyglot = _noise_jpeg() + archive.getvalue()
+    assert zipfile.is_zipfile(io.BytesIO(polyglot))
+    assert Image.open(io.BytesIO(polyglot)).format == "JPEG"
+    stored = prepare_for_store(polyglot, max_side=128)
+    assert stored.data is not None
+    assert not zipfile.is_zipfile(io.BytesIO(stored.data))
+    assert b"payload.txt" not in stored.data
+
+
+@pytest.mark.parametrize("marker", [0xE1, 0xEF, 0xFE])
+def test_megabytes_of_metadata_are_not_stored(marker):
+    junk = np.random.default_rng(3).bytes(60_000)
+    bloated = _with_segments(_noise_jpeg(), marker, junk, count=40)  # 2.4 MB of metadata
+    assert Image.open(io.BytesIO(bloated)).size == (64, 48)
+    stored = prepare_for_store(bloated, max_side=128)
+    assert stored.data is not None and len(stored.data) < 100_000
+    assert junk[:1000] not in stored.data
+
+
+def test_ordinary_metadata_keeps_the_fast_path():
+    with_exif = _with_segments(_noise_jpeg(), 0xE1, b"Exif\x00\x00" + b"\x00" * 2000, count=1)
+    assert prepare_for_store(with_exif, max_side=128).data is None
+    progressive = _noise_jpeg(progressive=True, comment=b"a short caption")
+    assert prepare_for_store(progressive, max_side=128).data is None
+
+
+def test_a_re_encoded_image_drops_the_source_comment():
+    png_comment = b"x" * 50_000
+    bloated = _with_segments(_noise_jpeg(), 0xFE, png_comment, count=1)
+    stored = prepare_for_store(bloated, max_side=32)  # shrunk, so re-encoded anyway
+    assert stored.data is not None and png_comment[:100] not in stored.data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import keras
@@ -116,3 +117,98 @@ def test_plain_keras_file_uses_labels_txt_beside_it(model, tmp_path):
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
     _, labels = load_model(path)
     assert labels == LABELS
+
+
+def _tiny_keras(path) -> None:
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(hidden)
+    keras.Model(inputs, outputs).save(str(path))
+    path.with_name("labels.txt").write_text("a\nb\n")
+
+
+def _rewrite_config(path, change) -> None:
+    """Rewrites ``config.json`` inside a ``.keras`` zip with ``change(config)``."""
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(entries["config.json"])
+    change(config)
+    entries["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+
+
+def _layer(config, name):
+    return next(layer for layer in config["config"]["layers"] if layer["name"] == name)
+
+
+@pytest.mark.parametrize(
+    "module, function",
+    [("os", "system"), ("builtins", "exec"), ("subprocess", "getoutput")],
+)
+def test_a_config_naming_a_foreign_callable_is_refused_before_keras_reads_it(
+    tmp_path, module, function
+):
+    path = tmp_path / "model.keras"
+    _tiny_keras(path)
+    hostile = {"module": module, "class_name": "function", "config": function}
+    _rewrite_config(path, lambda c: _layer(c, "hidden")["config"].update(activation=hostile))
+    with pytest.raises(ModelFileError, match="Refused to load model.keras"):
+        load_model(path)
+
+
+def test_a_lookup_layer_reading_a_file_is_refused(tmp_path):
+    path = tmp_path / "model.keras"
+    _tiny_keras(path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password\n")
+
+    def add_lookup(config):
+        hidden = _layer(config, "hidden")
+        hidden.update(
+            module="keras.layers",
+            class_name="StringLookup",
+            config={"name": "hidden", "vocabulary": str(secret)},
+        )
+
+    _rewrite_config(path, add_lookup)
+    with pytest.raises(ModelFileError, match="StringLookup object"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda c: c.update(config=[1, 2, 3]),
+        lambda c: c["config"].update(layers="not a list"),
+        lambda c: _layer(c, "hidden")["config"].update(units="three"),
+    ],
+)
+def test_a_config_keras_cannot_make_sense_of_is_one_model_file_error(tmp_path, damage):
+    path = tmp_path / "model.keras"
+    _tiny_keras(path)
+    _rewrite_config(path, damage)
+    with pytest.raises(ModelFileError, match="could not be loaded as a Keras model"):
+        load_model(path)
+
+
+def test_damaged_metadata_and_an_oversized_config_are_refused(tmp_path):
+    path = tmp_path / "model.keras"
+    _tiny_keras(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("metadata.json.bak", b"")
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["metadata.json"] = b"[1, 2"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    with pytest.raises(ModelFileError, match="metadata.json is damaged"):
+        read_model_metadata(path)
+
+    big = tmp_path / "big.keras"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b" " * (17 * 1024 * 1024))
+    with pytest.raises(ModelFileError, match="refused unread"):
+        load_model(big)

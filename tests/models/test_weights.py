@@ -163,3 +163,93 @@ def test_a_whole_model_file_is_never_deserialised(tmp_path):
 def test_missing_weights_file(tmp_path):
     with pytest.raises(WeightsFileError, match="not found"):
         weights.check_weights_file(Path(tmp_path) / "nowhere.weights.h5")
+
+
+def _shape_bomb(path: Path, model, shape=(8192, 8192)) -> None:
+    """A weights file of a few KB whose first weight declares ``shape`` (fill values only)."""
+    import h5py
+
+    model.save_weights(str(path))
+    with h5py.File(path, "r+") as handle:
+        names: list[str] = []
+        handle.visititems(lambda name, obj: names.append(name) if hasattr(obj, "dtype") else None)
+        target = names[0]
+        del handle[target]
+        handle.create_dataset(
+            target, shape=shape, dtype="float32", chunks=(256, 256), compression="gzip"
+        )
+
+
+def test_hdf5_shape_bomb_is_refused_before_any_data_is_read(tmp_path):
+    import tracemalloc
+
+    backbone = build_backbone("mobilenet_v3_small", 32, "none")
+    path = tmp_path / "bomb.weights.h5"
+    _shape_bomb(path, backbone)
+    assert path.stat().st_size < 10 * 1024 * 1024  # small on disk, 256 MB declared
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsFileError, match=r"declares shape \(8192, 8192\)"):
+            weights.load_weights_file(backbone, path, what="backbone mobilenet_v3_small")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024 * 1024, f"allocated {peak:,} bytes for a refused file"
+
+
+LITE_SMALL = "backbone mobilenet_v3_small"
+
+
+def _tampered(tmp_path, name: str, change, **open_args):
+    """Saved MobileNetV3-Small weights, then ``change(handle, backbone)`` applied with h5py."""
+    import h5py
+
+    backbone = build_backbone("mobilenet_v3_small", 32, "none")
+    path = tmp_path / f"{name}.weights.h5"
+    backbone.save_weights(str(path))
+    with h5py.File(path, "r+", **open_args) as handle:
+        change(handle, backbone)
+    return backbone, path
+
+
+def test_hdf5_total_declared_size_is_capped(tmp_path):
+    """Many datasets of a real weight's shape, together far beyond the architecture's size."""
+
+    def add_copies(handle, backbone):
+        biggest = max(backbone.weights, key=lambda w: int(np.prod(w.shape)))
+        for index in range(200):
+            handle.create_dataset(f"extra/{index}", shape=tuple(biggest.shape), dtype="float64")
+
+    backbone, path = _tampered(tmp_path, "many", add_copies)
+    with pytest.raises(WeightsFileError, match="declare more than"):
+        weights.check_weights_shapes(backbone, path, what=LITE_SMALL)
+
+
+def test_hdf5_external_link_and_external_storage_are_refused_as_such(tmp_path):
+    import h5py
+
+    def link(handle, _):
+        handle["layers/elsewhere"] = h5py.ExternalLink("/etc/passwd.h5", "/data")
+
+    backbone, linked = _tampered(tmp_path, "linked", link)
+    with pytest.raises(WeightsFileError, match="external link to '/etc/passwd.h5'"):
+        weights.load_weights_file(backbone, linked, what=LITE_SMALL)
+
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"\0" * 64)
+
+    def store_outside(handle, _):
+        handle.create_dataset("extra", shape=(4,), dtype="float32", external=[(str(raw), 0, 64)])
+
+    backbone, stored = _tampered(tmp_path, "stored", store_outside)
+    with pytest.raises(WeightsFileError, match="keeps its data in another file"):
+        weights.load_weights_file(backbone, stored, what=LITE_SMALL)
+
+
+def test_hdf5_attribute_bomb_is_refused(tmp_path):
+    def big_attribute(handle, _):
+        handle.create_group("meta").attrs["junk"] = np.zeros(1_200_000, dtype="float32")
+
+    backbone, path = _tampered(tmp_path, "attrs", big_attribute, libver="latest")
+    with pytest.raises(WeightsFileError, match="attribute 'junk'"):
+        weights.check_weights_shapes(backbone, path, what=LITE_SMALL)

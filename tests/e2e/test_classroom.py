@@ -1,0 +1,198 @@
+"""The classroom loop in real Chromium with its fake camera: recording and live prediction.
+
+On an empty app, the Data page's webcam tab records while its button is held (about ten
+frames a second); the count must match the hold time within 20 %, the pictures must be on disk
+as draft pictures of that class, and the last burst can be undone.
+
+A workspace with one small finished run is served by the app (``scripts/run-app.sh``). The
+Predict page's "Live camera" makes the run's web export on first use, serves it to a component
+that classifies camera frames in the browser, and shows the top class as ``#top-label``. The
+frame the browser classified last is taken back as a lossless PNG and ``core predict`` must give
+the same class. The time from opening the page to the first live answer is printed as
+``classroom flow: N s``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+
+import pytest
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, running_server
+from tests.helpers.runs import workspace_with_run
+
+pytestmark = pytest.mark.e2e
+
+CAMERA_ARGS = [
+    *CHROMIUM_ARGS,
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory):
+    root, run_dir = workspace_with_run(tmp_path_factory)
+    with running_server(root) as url:
+        yield url, root, run_dir
+
+
+@pytest.fixture
+def camera_page(browser, classroom):
+    instance = browser.browser_type.launch(executable_path=CHROMIUM, args=CAMERA_ARGS)
+    context = instance.new_context(viewport={"width": 1280, "height": 1000})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    yield page, errors, requests
+    context.close()
+    instance.close()
+
+
+def _component_frame(page, name: str):
+    """The frame of the custom component ``name`` (``<module>.<name>``), once it is loaded."""
+    page.wait_for_selector(f"iframe[title='{name}']", timeout=300_000)
+    address = re.compile(rf"/component/{re.escape(name)}/")
+    for _ in range(600):
+        frame = next((f for f in page.frames if address.search(f.url)), None)
+        if frame is not None:
+            return frame
+        page.wait_for_timeout(100)
+    raise AssertionError(f"no {name} frame among {[f.url for f in page.frames]}")
+
+
+def _open_live(page, url):
+    page.goto(f"{url}/predict")
+    page.get_by_role("heading", name="Predict").first.wait_for(timeout=120_000)
+    page.get_by_test_id("stButtonGroup").get_by_text("Live camera").click()
+    frame = _component_frame(page, "ui.live_predict.live")
+    frame.wait_for_selector("body[data-ready='true']", timeout=300_000)
+    return frame
+
+
+def test_live_camera_prediction_matches_core_predict(camera_page, classroom, tmp_path):
+    from core.runs.live import current_web_export
+    from core.runs.predict import load_run_model, predict_sources
+
+    page, errors, requests = camera_page
+    url, root, run_dir = classroom
+    started = time.perf_counter()
+    frame = _open_live(page, url)
+    frame.click("#start")
+    frame.wait_for_selector("body[data-classified='1'], body[data-classified='2']")
+    flow = time.perf_counter() - started
+    # Live: the answer keeps being recomputed on new frames.
+    frame.wait_for_function("Number(document.body.dataset.classified) >= 5")
+    labels = set(load_run_model(run_dir).labels)
+    assert frame.inner_text("#top-label") in labels
+    assert len(frame.query_selector_all("#bars .bar-row")) == 3
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "predict-live.png"), full_page=True)
+
+    shot = frame.evaluate("() => window.snapshotFrame()")
+    assert frame.inner_text("#top-label") == shot["label"]
+    picture = tmp_path / "frame.png"
+    picture.write_bytes(base64.b64decode(shot["png"].split(",", 1)[1]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(root))
+        (expected,) = predict_sources(load_run_model(run_dir), [picture])
+    assert expected["label"] == shot["label"], expected
+    shown = float(frame.inner_text("#top-prob").rstrip("%")) / 100
+    assert shown == pytest.approx(expected["confidence"], abs=0.05)
+
+    # The export made on first use is the run's ordinary web export, and it is reused.
+    folder = current_web_export(run_dir)
+    assert folder == run_dir / "exports" / "web"
+    marker = json.loads((folder / ".transfer-studio-export.json").read_text())
+    page.reload()
+    again = _open_live(page, url)
+    assert again.inner_text("#status").startswith("Model ready")
+    assert json.loads((folder / ".transfer-studio-export.json").read_text()) == marker
+
+    assert not errors, errors
+    assert all(r.startswith(url) or r.startswith(("blob:", "data:")) for r in requests), [
+        r for r in requests if not r.startswith(url)
+    ]
+    print(f"\nclassroom flow: {flow:.1f} s (Predict opened -> first live answer, export included)")
+
+
+def _hold(page, frame, milliseconds: int) -> None:
+    """Presses the record button with the mouse for ``milliseconds``, then releases it."""
+    box = frame.locator("#record").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_timeout(milliseconds)
+    page.mouse.up()
+
+
+def _stored(home, label: str) -> int:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFER_STUDIO_HOME", str(home))
+        from core.data import drafts
+
+        return len(drafts.list_shots().get(label, []))
+
+
+def test_hold_to_record_keeps_about_ten_frames_a_second_and_undoes(browser, tmp_path):
+    from PIL import Image
+
+    home = tmp_path / "home"
+    home.mkdir()
+    instance = browser.browser_type.launch(executable_path=CHROMIUM, args=CAMERA_ARGS)
+    context = instance.new_context(viewport={"width": 1280, "height": 1500})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        with running_server(home) as url:
+            page.goto(f"{url}/data")
+            page.get_by_role("tab", name="Webcam").click()
+            frame = _component_frame(page, "ui.hold_record.hold_record")
+            frame.click("#start")
+            frame.wait_for_selector("#record:not([disabled])")
+            assert frame.inner_text("#record") == "Hold to record “class 1”"
+            _hold(page, frame, 2000)
+            frame.wait_for_selector("body[data-recording='false'][data-pending='0']")
+            captured = int(frame.get_attribute("body", "data-captured"))
+            held = int(frame.get_attribute("body", "data-held-ms"))
+            expected = held / 100
+            assert abs(captured - expected) <= 0.2 * expected, (captured, held)
+            assert _stored(home, "class 1") == captured
+            assert frame.inner_text("#class-count") == str(captured)
+            page.get_by_text(f"{captured} picture(s)").first.wait_for()
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("TRANSFER_STUDIO_HOME", str(home))
+                from core.data import drafts
+
+                first = drafts.list_shots()["class 1"][0]
+            with Image.open(first) as picture:
+                assert picture.format == "JPEG" and max(picture.size) <= 224
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "data-hold-to-record.png"), full_page=True)
+
+            # A second, short burst, then undo removes exactly that burst.
+            _hold(page, frame, 500)
+            frame.wait_for_selector("body[data-recording='false'][data-pending='0']")
+            second = int(frame.get_attribute("body", "data-captured"))
+            assert second >= 1
+            undo = page.get_by_role("button", name=re.compile(r"Undo the last burst"))
+            undo.wait_for()
+            assert f"({second} picture(s)" in undo.inner_text()
+            assert _stored(home, "class 1") == captured + second
+            undo.click()
+            frame.wait_for_function(
+                "(n) => document.getElementById('class-count').textContent === String(n)",
+                arg=captured,
+            )
+            assert _stored(home, "class 1") == captured
+    finally:
+        context.close()
+        instance.close()
+    assert not errors, errors

@@ -1,0 +1,47 @@
+"""User names are shown as text: Markdown and Plotly HTML in them never render."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ui.evaluate_figures import confusion_figure, selected_cell
+from ui.figures import class_counts_figure
+from ui.text import md, plot_text
+
+HOSTILE = "x` **bold** [a](https://e.example) <a href='https://e.example'>y</a> :red[z]\n# h"
+
+
+def test_md_escapes_every_markdown_character_and_keeps_one_line():
+    shown = md(HOSTILE)
+    assert "\n" not in shown
+    # No markup character is left unescaped (a backtick cannot close a code span, ...).
+    assert re.search(r"(?<!\\)[`*\[\]()<>:#_]", shown) is None
+    assert shown.replace("\\", "").replace("\u2060", "") == HOSTILE.replace("\n", " ")
+    assert "https:/" not in shown.replace("\\", "")  # bare URLs are not turned into links
+
+
+def test_md_leaves_ordinary_text_alone_and_stops_lists():
+    assert md("Loss became NaN at epoch 2, step 3; lower the rate.") == (
+        "Loss became NaN at epoch 2, step 3; lower the rate."
+    )
+    assert md("- not a list") == "\\- not a list"
+    assert md("1. not a list") == "1\\. not a list"
+
+
+def test_plotly_labels_are_html_escaped():
+    assert plot_text("<a href='x'>y</a> & b") == "&lt;a href='x'&gt;y&lt;/a&gt; &amp; b"
+
+
+def test_confusion_matrix_ticks_are_escaped_and_clicks_map_back():
+    labels = ["<a href='https://e.example'>cat</a>", "dog"]
+    figure = confusion_figure(labels, [[1, 0], [0, 1]])
+    spec = json.dumps(figure.to_plotly_json()["data"])
+    assert "<a href" not in spec and "&lt;a href" in spec
+    event = {"selection": {"points": [{"x": plot_text(labels[0]), "y": "dog"}]}}
+    assert selected_cell(event, labels) == ("dog", labels[0])
+
+
+def test_class_count_bars_are_escaped():
+    figure = class_counts_figure({"<b>x</b>": {"train": 2, "val": 1, "test": 0}})
+    assert figure.data[0].y == ("&lt;b&gt;x&lt;/b&gt;",)
