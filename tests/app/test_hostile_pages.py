@@ -11,13 +11,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app import test_pages as _pages
 from tests.app.test_pages import EVAL_PAGES, app_on, no_exception
-
-# The shared fixtures of the page tests (a tiny dataset and a finished run).
-offline = _pages.offline
-prepared = _pages.prepared
-ready = _pages.ready
 
 
 def _copy_run(workspace, run_id: str, new_id: str):

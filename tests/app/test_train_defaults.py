@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import ModelConfig
-from tests.app.test_pages import (  # noqa: F401 - fixtures used by name
-    app_on,
-    no_exception,
-    offline,
-    plotly_figures,
-    prepared,
-    ready,
-)
+from tests.app.test_pages import app_on, no_exception, plotly_figures
 
 MODEL = ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32)
 
