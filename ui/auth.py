@@ -54,23 +54,24 @@ def auth_mode() -> str:
     return "passwords" if users.has_accounts() else "none"
 
 
-def _stop() -> None:
-    """Ends the script run before the router: nothing but what was drawn is shown.
+def _hide_pages() -> None:
+    """Registers the pages, hidden, before a screen that ends the run (login, refusal).
 
-    A hidden navigation keeps Streamlit from listing the page files in the sidebar (its
-    default when a script ends without ``st.navigation``); it names every page, so the
+    Without it Streamlit lists the page files in the sidebar (its default when a script
+    ends without ``st.navigation``). Called before anything is drawn, so the widgets of
+    the login form belong to the page the run settles on; it names every page, so the
     address asked for (``/train?run=...``) is kept and opens once the user is in.
     """
     pages = sorted((PROJECT_DIR / "pages").glob("*.py"))
     st.navigation(
         [st.Page(str(page), default=page.stem == "home") for page in pages], position="hidden"
     )
-    st.stop()
 
 
 def _password_form() -> None:
     from core import users
 
+    _hide_pages()
     st.title("Transfer Studio")
     st.caption("This server has accounts. Log in with the name and password you were given.")
     with st.form("login"):
@@ -84,22 +85,24 @@ def _password_form() -> None:
         else:
             st.session_state[ACCOUNT_KEY] = {"name": account.name, "admin": account.admin}
             st.rerun()
-    _stop()
+    st.stop()
 
 
 def _oidc_account() -> dict[str, Any]:
     from core import users
 
     if not st.user.is_logged_in:
+        _hide_pages()
         st.title("Transfer Studio")
         st.caption("This server needs you to log in first.")
         if st.button("Log in", type="primary", key="login_oidc"):
             st.login()
-        _stop()
+        st.stop()
     name = str(st.user.get("email") or st.user.get("sub") or "")
     if not name:
+        _hide_pages()
         st.error("The login provider sent no e-mail or subject for this account.")
-        _stop()
+        st.stop()
     return {"name": name, "admin": name.lower() in users.oidc_admins()}
 
 
@@ -129,9 +132,10 @@ def gate() -> None:
     if mode == "none":
         address = st.get_option("server.address")
         if not users.is_local_address(address) and os.environ.get(users.OPEN_SERVER_ENV) != "1":
+            _hide_pages()
             st.title("Transfer Studio")
             st.error(md(users.open_server_refusal(str(address or "every address"))))
-            _stop()
+            st.stop()
         st.session_state.pop(VIEW_KEY, None)
         return
     if mode == "oidc":

@@ -80,7 +80,8 @@ def test_random_bytes_as_a_zip_upload(data):
 )
 def test_random_zips_never_escape_or_crash(tmp_path, workspace, entries, store):
     marker = f"/tmp/fuzz-{uuid.uuid4().hex}"
-    entries = [*entries, (marker + "/x.png", VALID[0])]
+    # zipfile itself cannot write a member with an empty name (IndexError in writestr).
+    entries = [entry for entry in entries if entry[0]] + [(marker + "/x.png", VALID[0])]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, content in entries:

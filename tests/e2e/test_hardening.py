@@ -52,6 +52,10 @@ def test_login_namespaces_broken_runs_and_hostile_links(browser, accounts_server
     assert tab.get_by_role("link", name="train").count() == 0  # no list of page files
     tab.screenshot(path=str(screenshots / "login.png"))
 
+    tab.get_by_label("Name").fill("alice")
+    tab.get_by_role("textbox", name="Password").fill("bob password")
+    tab.get_by_role("button", name="Log in").click()
+    tab.get_by_text("do not match an account").wait_for()
     _log_in(tab, url, "alice", "alice password")
     tab.get_by_test_id("stSidebar").get_by_role("link", name="Runs").click()
     tab.get_by_role("heading", name="Runs").wait_for()
