@@ -75,7 +75,7 @@ def test_kept_webcam_pictures_and_the_weights_check_before_start(
     page.get_by_text("cannot be downloaded").first.wait_for()
     nav(page, "Train")
     wait_idle(page)
-    page.get_by_text("Start is off until you pick one").wait_for()
+    page.get_by_text("Start is off until you pick one").wait_for(timeout=90_000)
     assert "MobileNetV2" in sidebar_text(page)  # the sidebar is there on every page
     assert page.get_by_role("button", name="Start training").is_disabled()
     shot(page, screenshots, "train-weights-check")
