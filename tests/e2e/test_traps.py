@@ -43,16 +43,32 @@ def test_offline_backbone_choice_sticks_and_the_sidebar_follows(page, screenshot
     shot(page, screenshots, "model-offline-choice")
 
 
-def test_kept_webcam_pictures_and_the_weights_check_before_start(
-    page, screenshots, studio_home, monkeypatch
-):
+@pytest.fixture
+def fresh(browser, tmp_path, monkeypatch):
+    """A tab on a server of its own, with an empty workspace (no runs of other tests)."""
+    from tests.e2e.conftest import _require_chromium, running_server
+
+    _require_chromium()
+    home = tmp_path / "fresh-workspace"
+    home.mkdir()
+    monkeypatch.setenv("TRANSFER_STUDIO_HOME", str(home))
+    with running_server(home) as url:
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        context.set_default_timeout(30_000)
+        tab = context.new_page()
+        tab.base_url = url
+        yield tab, home
+        context.close()
+
+
+def test_kept_webcam_pictures_and_the_weights_check_before_start(fresh, screenshots):
     import io
 
     from PIL import Image
 
     from core.data import drafts
 
-    monkeypatch.setenv("TRANSFER_STUDIO_HOME", str(studio_home))
+    page, _ = fresh
     drafts.clear_shots()
     for index in range(3):
         buffer = io.BytesIO()
