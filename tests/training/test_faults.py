@@ -149,10 +149,19 @@ def test_kill_9_shows_interrupted_and_resume_continues_from_last_epoch(tmp_path)
     reader = MetricsReader(folder)
     events: list[dict] = []
 
+    backup_file = folder / "checkpoints/phase1/training_metadata.json"
+
+    def backed_up_epoch() -> int:
+        # The backup is written after the epoch's metrics event: read it, not the events.
+        try:
+            return int(json.loads(backup_file.read_text())["epoch"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return 0  # not written yet, or caught mid-write
+
     def two_epochs_done():
         events.extend(reader.poll())
         assert not (folder / "summary.json").exists(), worker_log(folder)
-        return len(epoch_events(events)) >= 2
+        return len(epoch_events(events)) >= 2 and backed_up_epoch() >= 2
 
     wait_for(two_epochs_done, timeout=300)
     pid = read_status(folder).pid
@@ -162,8 +171,7 @@ def test_kill_9_shows_interrupted_and_resume_continues_from_last_epoch(tmp_path)
     # The dead worker is reaped at once by the process that started it (no zombie left
     # until the next start).
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
-    backup = json.loads((folder / "checkpoints/phase1/training_metadata.json").read_text())
-    last_done = backup["epoch"]
+    last_done = backed_up_epoch()
     assert 2 <= last_done < epochs
 
     assert resume_run(run_id) == run_id
