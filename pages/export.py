@@ -5,16 +5,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.runs.export import (
-    FORMAT_TITLES,
-    FORMATS,
-    BackendError,
-    available_formats,
-    export_run,
-    kotlin_snippet,
-    read_parity,
-    snippet,
-)
+from core.runs.artifacts import BackendError, available_formats
+from core.runs.export import export_run, kotlin_snippet, snippet
+from core.runs.formats import FORMAT_TITLES, FORMATS
+from core.runs.parity import read_parity
 from ui.eval_common import choose_run, open_run
 from ui.router import require_router
 

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``export``."""
-    from core.runs.export import BackendError, export_run
+    from core.runs.artifacts import BackendError
+    from core.runs.export import export_run
 
     try:
         with contextlib.redirect_stdout(sys.stderr):

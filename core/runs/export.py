@@ -15,34 +15,18 @@ Formats (see :data:`FORMATS`):
 
 Every export is a self-contained folder (see :mod:`core.runs.bundle`): the artifact,
 ``labels.txt``, a standalone ``predict.py``, a pinned ``requirements.txt`` and a model card
-``README.md``, plus a zip of it for download. The **parity check** runs the bundle's own
-``predict.py`` in a clean process (``python -I``, the bundle as working directory, this project
-not importable) on the validation and test images and compares it with the in-app model (the
-same path as ``core predict``): top-1 agreement, largest absolute probability difference and
-accuracy of both per split. Results are stored in ``<run>/exports/parity.json``.
-
-An export only ever writes into a folder it made itself, an empty folder, or a folder holding
-a previous export of the same format that it marked (:data:`MARKER_FILE`); anything else is
-refused with :class:`ExportTargetError`, and a sibling ``<out>.zip`` it did not write is never
-replaced.
-
-Everything except ``keras`` needs TensorFlow as the Keras backend; another backend gets a
-:class:`BackendError` that says so.
+``README.md``, plus a zip of it for download. Conversions and runtimes are in
+:mod:`core.runs.artifacts`, the clean-process parity check in :mod:`core.runs.parity`, and the
+proof that an export owns the folder it replaces in :mod:`core.runs.export_folder`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,37 +37,47 @@ import numpy as np
 from core.atomic import atomic_write_json
 from core.models.model_io import read_model_metadata, save_model
 from core.runs import bundle as bundle_mod
+from core.runs.artifacts import (
+    check_backend,
+    check_format,
+    onnx_bytes,
+    size_of,
+    tflite_bytes,
+    tflite_quantization,
+    write_savedmodel,
+)
+from core.runs.export_folder import (
+    MARKER_FILE,
+    MARKER_KIND,
+    bundle_zip_path,
+    check_target,
+    default_export_dir,
+    ensure_parent,
+    replace_folder,
+    sha256,
+    zip_folder,
+)
 from core.runs.formats import (
     ARTIFACT_NAMES,
     FORMAT_TITLES,
-    FORMATS,
-    TF_ONLY_FORMATS,
     TFLITE_FORMATS,
 )
-from core.runs.predict import image_to_array, load_batch, load_run_model, predict_arrays
+from core.runs.parity import (
+    DEFAULT_PARITY_IMAGES,
+    ParityImages,
+    dataset_of,
+    parity_files,
+    parity_record,
+    reference_predictions,
+    run_bundle_predict,
+    store_parity,
+)
+from core.runs.predict import load_batch, load_run_model
 from core.runs.store import MODEL_FILE, now_iso, resolve_run_dir
 
-PARITY_FILE = "parity.json"
-EXPORTS_DIR = "exports"
-MARKER_FILE = ".transfer-studio-export.json"
-MARKER_KIND = "transfer-studio-export"
-ONNX_OPSET = 17
-DEFAULT_PARITY_IMAGES = 200
 CALIBRATION_IMAGES = 100
-PARITY_TIMEOUT_S = 900
-# Files an export wrote before it left a marker: a folder at the default location holding
-# only these is a previous export and may be replaced.
-_LEGACY_FILES = {"labels.txt", "README.md", "predict.py", "Classify.kt"}
 
 Progress = Callable[[str], None]
-
-
-class BackendError(RuntimeError):
-    """The active Keras backend cannot produce this format (it needs TensorFlow)."""
-
-
-class ExportTargetError(ValueError):
-    """The output folder (or its zip) holds something this export did not write."""
 
 
 @dataclass
@@ -118,464 +112,6 @@ class ExportResult:
         for key in ("path", "folder", "bundle"):
             data[key] = str(data[key])
         return data
-
-
-def check_format(fmt: str) -> None:
-    """Raises ValueError naming the allowed formats when ``fmt`` is unknown."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {list(FORMATS)}. Received: format={fmt!r}")
-
-
-def check_backend(fmt: str, backend: str | None = None) -> None:
-    """Raises :class:`BackendError` when ``fmt`` needs TensorFlow and Keras runs on another.
-
-    Args:
-        fmt: One of :data:`FORMATS`.
-        backend: The Keras backend to check; defaults to the active one.
-    """
-    check_format(fmt)
-    if fmt not in TF_ONLY_FORMATS:
-        return
-    if backend is None:
-        import keras
-
-        backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise BackendError(
-            f"Export format {fmt!r} needs the TensorFlow backend, but Keras is running on "
-            f"{backend!r}. Export as 'keras' instead, or restart with KERAS_BACKEND=tensorflow."
-        )
-
-
-def available_formats(backend: str | None = None) -> dict[str, str | None]:
-    """Format -> None if it can be exported on ``backend`` (default: the active one), else why."""
-    reasons: dict[str, str | None] = {}
-    for fmt in FORMATS:
-        try:
-            check_backend(fmt, backend)
-            reasons[fmt] = None
-        except BackendError as error:
-            reasons[fmt] = str(error)
-    return reasons
-
-
-def _size_of(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-# --------------------------------------------------------------------------- conversions
-
-
-def _write_savedmodel(model: Any, target: Path) -> None:
-    # model.export prints the signature on stdout; keep stdout for results.
-    with contextlib.redirect_stdout(io.StringIO()):
-        model.export(str(target), format="tf_saved_model", verbose=False)
-
-
-def _tflite_bytes(
-    model: Any, fmt: str, *, workdir: Path, calibration: np.ndarray | None = None
-) -> bytes:
-    """Converts with the TFLite converter: from the Keras model, else via a SavedModel.
-
-    Args:
-        model: The (built-in layers only) transfer model.
-        fmt: One of :data:`TFLITE_FORMATS`.
-        workdir: Scratch folder for the SavedModel fallback.
-        calibration: Training images (N, S, S, 3) float32 for ``tflite-int8-full``.
-    """
-    import tensorflow as tf
-
-    full_int = fmt == "tflite-int8-full"
-    if full_int and (calibration is None or not len(calibration)):
-        raise ValueError("Full-integer quantisation needs calibration images; none were given.")
-
-    def representative():
-        for image in calibration:
-            yield [image[None].astype(np.float32)]
-
-    def configure(converter: Any, select_ops: bool) -> Any:
-        if fmt != "tflite":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if fmt == "tflite-fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        if full_int:
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        elif select_ops:
-            # Layers without a builtin TFLite kernel run as TF ops (Flex delegate).
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS,
-                tf.lite.OpsSet.SELECT_TF_OPS,
-            ]
-        return converter
-
-    errors = []
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            return configure(tf.lite.TFLiteConverter.from_keras_model(model), False).convert()
-        except Exception as error:  # the converter raises many types; fall back below
-            errors.append(f"from the Keras model: {error}")
-        saved = workdir / "saved_model_for_tflite"
-        _write_savedmodel(model, saved)
-        for select_ops in (False, True) if not full_int else (False,):
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-            try:
-                return configure(converter, select_ops).convert()
-            except Exception as error:  # as above; every attempt is reported if all fail
-                errors.append(f"from a SavedModel (select TF ops: {select_ops}): {error}")
-    raise RuntimeError(f"TFLite conversion ({fmt}) failed. " + " | ".join(errors))
-
-
-def _onnx_bytes(model: Any, size: int) -> bytes:
-    import tensorflow as tf
-    import tf2onnx
-
-    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
-
-    @tf.function(input_signature=spec)
-    def serve(image: Any) -> Any:
-        return {"probabilities": model(image, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=ONNX_OPSET)
-    return proto.SerializeToString()
-
-
-# --------------------------------------------------------------------------- runtimes
-
-
-def tflite_interpreter(path: str | os.PathLike[str]) -> Any:
-    """Opens a ``.tflite`` file with LiteRT (``ai_edge_litert``, pinned in requirements.txt).
-
-    Raises:
-        RuntimeError: If ``ai-edge-litert`` is not installed.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as error:
-        raise RuntimeError(
-            "TFLite models run with LiteRT: install ai-edge-litert (pinned in requirements.txt)."
-        ) from error
-    return Interpreter(model_path=str(path))
-
-
-def tflite_quantization(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Input/output ``dtype``, ``scale`` and ``zero_point`` of an integer TFLite model.
-
-    Returns:
-        ``{"input": {...}, "output": {...}}``, or None for a float-in, float-out model.
-    """
-    interpreter = tflite_interpreter(path)
-    details = {
-        "input": interpreter.get_input_details()[0],
-        "output": interpreter.get_output_details()[0],
-    }
-    if all(d["dtype"] == np.float32 for d in details.values()):
-        return None
-    result = {}
-    for key, detail in details.items():
-        scale, zero_point = detail["quantization"]
-        result[key] = {
-            "dtype": np.dtype(detail["dtype"]).name,
-            "scale": float(scale),
-            "zero_point": int(zero_point),
-        }
-    return result
-
-
-def _run_tflite(path: Path, batch: np.ndarray) -> np.ndarray:
-    interpreter = tflite_interpreter(path)
-    input_index = interpreter.get_input_details()[0]["index"]
-    # One image at a time, like a phone would run it.
-    interpreter.resize_tensor_input(input_index, [1, *batch.shape[1:]])
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]
-    target = interpreter.get_output_details()[0]
-    outputs = []
-    for image in batch:
-        x = image[None].astype(np.float32)
-        if source["dtype"] != np.float32:
-            scale, zero_point = source["quantization"]
-            limits = np.iinfo(source["dtype"])
-            x = np.clip(np.round(x / scale + zero_point), limits.min, limits.max)
-        interpreter.set_tensor(input_index, x.astype(source["dtype"]))
-        interpreter.invoke()
-        y = interpreter.get_tensor(target["index"])[0].copy()
-        if target["dtype"] != np.float32:
-            scale, zero_point = target["quantization"]
-            y = (y.astype(np.float32) - zero_point) * scale
-        outputs.append(y)
-    return np.stack(outputs).astype(np.float32)
-
-
-def _run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    outputs = [session.run(None, {name: batch[i : i + 16]})[0] for i in range(0, len(batch), 16)]
-    return np.concatenate(outputs).astype(np.float32)
-
-
-def _run_savedmodel(path: Path, batch: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    outputs = [loaded.serve(tf.constant(batch[i : i + 16])) for i in range(0, len(batch), 16)]
-    return np.concatenate([np.asarray(o) for o in outputs]).astype(np.float32)
-
-
-def _run_keras(path: Path, batch: np.ndarray) -> np.ndarray:
-    import keras
-
-    model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
-    return predict_arrays(model, batch)
-
-
-RUNTIMES: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
-    "keras": _run_keras,
-    "savedmodel": _run_savedmodel,
-    **{fmt: _run_tflite for fmt in TFLITE_FORMATS},
-    "onnx": _run_onnx,
-    "web": _run_onnx,
-}
-
-
-def run_artifact(fmt: str, path: str | os.PathLike[str], batch: np.ndarray) -> np.ndarray:
-    """Runs an exported artifact in its own runtime, in this process, on a float32 NHWC batch.
-
-    Returns:
-        Probabilities, shape (N, classes).
-    """
-    check_format(fmt)
-    return RUNTIMES[fmt](Path(path), np.asarray(batch, dtype=np.float32))
-
-
-# --------------------------------------------------------------------------- parity
-
-
-@dataclass
-class ParityImages:
-    """Image files for the parity check and what is known about them.
-
-    Attributes:
-        paths: Image files.
-        truths: Class index of each image (-1 = unknown), or None when there are no labels.
-        splits: The split each image belongs to (``val``, ``test``, ``train``, ``random``).
-        source: ``val+test``, ``val``, ``train`` or ``random``.
-    """
-
-    paths: list[Path]
-    truths: list[int] | None
-    splits: list[str]
-    source: str
-
-
-def parity_files(
-    run_model: Any, workdir: Path, *, limit: int = DEFAULT_PARITY_IMAGES
-) -> ParityImages:
-    """The images the parity check runs: validation and test images, else training ones.
-
-    When the dataset is gone, deterministic noise images are written to ``workdir`` as PNG
-    (lossless, so both sides see the same pixels).
-
-    Args:
-        run_model: The opened run.
-        workdir: Scratch folder for generated images.
-        limit: Most images per split.
-    """
-    dataset = _dataset_of(run_model)
-    if dataset is not None:
-        index = {label: i for i, label in enumerate(run_model.labels)}
-        for splits in (("val", "test"), ("train",)):
-            paths: list[Path] = []
-            truths: list[int] = []
-            names: list[str] = []
-            for split in splits:
-                frame = dataset.frame(split).head(limit)
-                paths += [dataset.dir / p for p in frame["image"]]
-                truths += [index.get(str(label), -1) for label in frame["label"]]
-                names += [split] * len(frame)
-            if paths:
-                source = "+".join(sorted(set(names), key=splits.index))
-                return ParityImages(paths, truths, names, source)
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    size = run_model.image_size
-    paths = []
-    for i in range(16):
-        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-        path = workdir / f"noise_{i:02d}.png"
-        Image.fromarray(pixels).save(path)
-        paths.append(path)
-    return ParityImages(paths, None, ["random"] * len(paths), "random")
-
-
-def _dataset_of(run_model: Any) -> Any:
-    dataset_id = run_model.config.get("dataset")
-    if not dataset_id:
-        return None
-    try:
-        from core.data.store import load_dataset
-
-        return load_dataset(dataset_id)
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
-
-
-def reference_predictions(run_model: Any, paths: list[Path]) -> np.ndarray:
-    """The in-app model's probabilities on image files, the way ``core predict`` reads them."""
-    from core.data.imageio import load_image
-
-    size = run_model.image_size
-    batch = np.zeros((len(paths), size, size, 3), dtype=np.float32)
-    for i, path in enumerate(paths):
-        batch[i] = image_to_array(load_image(path), size)
-    return run_model.predict(batch)
-
-
-def clean_env() -> dict[str, str]:
-    """Environment for a process that must not see this project (no PYTHONPATH)."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "OMP_NUM_THREADS")
-    env = {key: os.environ[key] for key in keep if key in os.environ}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["PYTHONNOUSERSITE"] = "1"
-    return env
-
-
-# Runs a script with the interpreter's installed packages but without ``.pth`` hooks (an
-# editable install of this project is one) and proves the project cannot be imported.
-_CLEAN_BOOT = """import importlib.util, runpy, sys
-sys.path[:0] = {paths!r}
-if importlib.util.find_spec("core") is not None:
-    raise SystemExit("not a clean process: Transfer Studio's 'core' package is importable")
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def clean_python(script: str, *args: str) -> list[str]:
-    """Command line running ``script`` in a Python that cannot import this project.
-
-    ``python -I -S``: no PYTHONPATH, no user site, no script folder on the path and no ``.pth``
-    files (an editable install of this project is one); only the interpreter's installed
-    packages are added back. The child exits with an error if ``core`` is importable anyway.
-    """
-    import sysconfig
-
-    paths = list(
-        dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    )
-    return [sys.executable, "-I", "-S", "-c", _CLEAN_BOOT.format(paths=paths), script, *args]
-
-
-def run_clean(
-    cwd: Path, script: str, *args: str, timeout: float = PARITY_TIMEOUT_S
-) -> subprocess.CompletedProcess[str]:
-    """Runs ``script ARGS`` with :func:`clean_python` in ``cwd``; returns the finished process."""
-    return subprocess.run(
-        clean_python(script, *args),
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def run_bundle_predict(folder: Path, paths: list[Path]) -> np.ndarray:
-    """Runs ``folder/predict.py --json`` on image files in a clean process; returns probabilities.
-
-    The child is :func:`clean_python` with the bundle as working directory, so it can only use
-    the bundle and its runtime.
-
-    Raises:
-        RuntimeError: If ``predict.py`` fails or prints something unexpected.
-    """
-    completed = run_clean(folder, "predict.py", "--json", *[str(p) for p in paths])
-    if completed.returncode != 0:
-        tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(
-            f"The bundle's predict.py failed in a clean process (exit {completed.returncode}): "
-            + " | ".join(tail)
-        )
-    rows = []
-    for line in completed.stdout.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            rows.append(json.loads(line)["probabilities"])
-    if len(rows) != len(paths):
-        raise RuntimeError(
-            f"The bundle's predict.py answered for {len(rows)} of {len(paths)} images."
-        )
-    return np.asarray(rows, dtype=np.float32)
-
-
-def compare(
-    reference: np.ndarray, candidate: np.ndarray, truths: list[int] | None = None
-) -> dict[str, Any]:
-    """Parity numbers of two probability arrays of the same shape.
-
-    Returns:
-        ``{"top1_agreement", "max_abs_diff", "n"}`` plus ``accuracy`` and
-        ``reference_accuracy`` when ``truths`` (class indices, -1 = unknown) is given.
-    """
-    if reference.shape != candidate.shape:
-        raise ValueError(
-            f"Output shapes differ: in-app model {reference.shape}, export {candidate.shape}"
-        )
-    n = len(reference)
-    ref_top, cand_top = reference.argmax(axis=1), candidate.argmax(axis=1)
-    result: dict[str, Any] = {
-        "top1_agreement": float((ref_top == cand_top).mean()) if n else 1.0,
-        "max_abs_diff": float(np.abs(reference - candidate).max()) if n else 0.0,
-        "n": int(n),
-    }
-    if truths is not None and n:
-        truth = np.asarray(truths)
-        result["accuracy"] = float((cand_top == truth).mean())
-        result["reference_accuracy"] = float((ref_top == truth).mean())
-    return result
-
-
-def _parity_record(
-    images: ParityImages, reference: np.ndarray, candidate: np.ndarray
-) -> dict[str, Any]:
-    record = compare(reference, candidate, images.truths)
-    record["source"] = images.source
-    splits: dict[str, Any] = {}
-    if images.truths is not None:
-        names = np.asarray(images.splits)
-        for split in dict.fromkeys(images.splits):
-            chosen = names == split
-            truths = list(np.asarray(images.truths)[chosen])
-            part = compare(reference[chosen], candidate[chosen], truths)
-            splits[split] = {k: part[k] for k in ("n", "accuracy", "reference_accuracy")}
-    record["splits"] = splits
-    return record
-
-
-def read_parity(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The stored parity results of a run: format -> parity record (empty if none or unreadable)."""
-    path = Path(run_dir) / EXPORTS_DIR / PARITY_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {key: value for key, value in data.items() if isinstance(value, dict)}
-
-
-def _store_parity(run_dir: Path, fmt: str, record: dict[str, Any]) -> None:
-    data = read_parity(run_dir)
-    data[fmt] = record
-    atomic_write_json(run_dir / EXPORTS_DIR / PARITY_FILE, data)
 
 
 # --------------------------------------------------------------------------- docs
@@ -672,121 +208,6 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-# --------------------------------------------------------------------------- output folder
-
-
-def default_export_dir(run_dir: str | os.PathLike[str], fmt: str) -> Path:
-    """``<run>/exports/<format>/``."""
-    return Path(run_dir) / EXPORTS_DIR / fmt
-
-
-def bundle_zip_path(folder: Path) -> Path:
-    """The zip written beside an export folder: ``<folder>.zip``."""
-    return folder.with_name(folder.name + ".zip")
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    path = folder / MARKER_FILE
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ExportTargetError(
-            f"Refusing to write into {folder}: its export marker {MARKER_FILE} is unreadable "
-            f"({type(error).__name__}). Choose a new or empty folder."
-        ) from error
-    if not isinstance(data, dict) or data.get("kind") != MARKER_KIND:
-        raise ExportTargetError(
-            f"Refusing to write into {folder}: {MARKER_FILE} is not an export marker. "
-            "Choose a new or empty folder."
-        )
-    return data
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_target(folder: Path, fmt: str, *, default: Path | None = None) -> None:
-    """Proves an export may write ``folder`` and its ``<folder>.zip``; raises otherwise.
-
-    Allowed: a folder that does not exist, an empty folder, or a folder holding a previous
-    export of the same format (its marker lists every entry; at the default location
-    ``<run>/exports/<format>``, a folder holding only an earlier version's export files).
-    The zip beside it may be replaced only when the marker recorded its hash.
-
-    Args:
-        folder: The resolved output folder.
-        fmt: The format about to be exported.
-        default: The run's default export folder for ``fmt``.
-
-    Raises:
-        ExportTargetError: With a one-line reason, if anything there was not written by a
-            previous export of this format.
-    """
-    zip_path = bundle_zip_path(folder)
-    marker = None
-    if folder.exists() or folder.is_symlink():
-        if folder.is_symlink() or not folder.is_dir():
-            raise ExportTargetError(
-                f"Refusing to export into {folder}: it is a file or a link, not a folder."
-            )
-        entries = sorted(p.name for p in folder.iterdir())
-        marker = _read_marker(folder)
-        if marker is not None:
-            if marker.get("format") != fmt:
-                raise ExportTargetError(
-                    f"Refusing to export {fmt!r} into {folder}: it holds a "
-                    f"{marker.get('format')!r} export. Choose another folder."
-                )
-            owned = set(marker.get("files") or []) | {MARKER_FILE}
-            foreign = [name for name in entries if name not in owned]
-            if foreign:
-                raise ExportTargetError(
-                    f"Refusing to replace the export in {folder}: it also holds files the "
-                    f"export did not write ({', '.join(foreign[:5])}). Move them or choose "
-                    "another folder."
-                )
-        elif entries and not (
-            default is not None
-            and folder == default
-            and set(entries) <= _LEGACY_FILES | {ARTIFACT_NAMES[fmt]}
-        ):
-            raise ExportTargetError(
-                f"Refusing to export into {folder}: the folder is not empty and holds no "
-                f"previous {fmt!r} export ({len(entries)} entries, e.g. {entries[0]!r}). "
-                "Choose a new or empty folder."
-            )
-    if zip_path.exists() or zip_path.is_symlink():
-        recorded = (marker or {}).get("bundle_sha256")
-        legacy_default = marker is None and default is not None and folder == default
-        if not legacy_default and (
-            zip_path.is_symlink() or not zip_path.is_file() or recorded != _sha256(zip_path)
-        ):
-            raise ExportTargetError(
-                f"Refusing to export to {folder}: {zip_path.name} already exists beside it and "
-                "was not written by this export. Move it or choose another folder."
-            )
-
-
-def _replace_folder(staging: Path, folder: Path, fmt: str, default: Path) -> None:
-    """Moves the finished ``staging`` folder to ``folder``, removing only what it owns."""
-    check_target(folder, fmt, default=default)  # again: the folder may have changed meanwhile
-    if folder.exists():
-        for entry in folder.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        folder.rmdir()
-    os.replace(staging, folder)
-
-
 # --------------------------------------------------------------------------- export
 
 
@@ -830,7 +251,7 @@ def export_run(
     if fmt == "web":
         bundle_mod.web_runtime_dir()
     run_model = run_model or load_run_model(run_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{fmt}.", dir=_ensure_parent(folder)))
+    staging = Path(tempfile.mkdtemp(prefix=f".{fmt}.", dir=ensure_parent(folder)))
     try:
         with tempfile.TemporaryDirectory(prefix="ts-export-") as work:
             workdir = Path(work)
@@ -848,19 +269,19 @@ def export_run(
             _write_bundle_files(staging, run_dir, run_model, fmt, quantization)
             say(f"Running the bundle's predict.py in a clean process ({len(images.paths)} images)")
             candidate = run_bundle_predict(staging, images.paths)
-            parity = _parity_record(images, reference, candidate)
+            parity = parity_record(images, reference, candidate)
             parity["clean_process"] = True
             parity["runtime"] = bundle_mod.runtime_version(fmt)
             _write_card(staging, run_dir, run_model, fmt, metrics, parity, quantization)
 
         bundle_path = bundle_zip_path(folder)
         staging.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be shared
-        _replace_folder(staging, folder, fmt, default)
+        replace_folder(staging, folder, fmt, default)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = sorted(p.name for p in folder.iterdir())
-    _zip_folder(folder, bundle_path)
+    zip_folder(folder, bundle_path)
     atomic_write_json(
         folder / MARKER_FILE,
         {
@@ -870,21 +291,21 @@ def export_run(
             "created": now_iso(),
             "files": files,
             "bundle": bundle_path.name,
-            "bundle_sha256": _sha256(bundle_path),
+            "bundle_sha256": sha256(bundle_path),
         },
     )
     path = folder / ARTIFACT_NAMES[fmt]
     result = ExportResult(
         format=fmt,
         path=path,
-        bytes=_size_of(path),
+        bytes=size_of(path),
         folder=folder,
         bundle=bundle_path,
         parity=parity,
         seconds=round(seconds, 3),
         quantization=quantization,
     )
-    _store_parity(
+    store_parity(
         run_dir,
         fmt,
         {
@@ -909,17 +330,17 @@ def _write_artifact(run_dir: Path, run_model: Any, fmt: str, artifact: Path, wor
             extra = {}
         save_model(model, artifact, labels=run_model.labels, extra=extra)
     elif fmt == "savedmodel":
-        _write_savedmodel(model, artifact)
+        write_savedmodel(model, artifact)
     elif fmt in TFLITE_FORMATS:
         calibration = _calibration_images(run_model) if fmt == "tflite-int8-full" else None
-        artifact.write_bytes(_tflite_bytes(model, fmt, workdir=workdir, calibration=calibration))
+        artifact.write_bytes(tflite_bytes(model, fmt, workdir=workdir, calibration=calibration))
     else:
-        artifact.write_bytes(_onnx_bytes(model, run_model.image_size))
+        artifact.write_bytes(onnx_bytes(model, run_model.image_size))
 
 
 def _calibration_images(run_model: Any) -> np.ndarray:
     """Training images for full-integer calibration (noise when the dataset is gone)."""
-    dataset = _dataset_of(run_model)
+    dataset = dataset_of(run_model)
     size = run_model.image_size
     if dataset is not None:
         frame = dataset.frame("train")
@@ -967,7 +388,7 @@ def _write_card(
     parity: dict[str, Any],
     quantization: dict[str, Any] | None,
 ) -> None:
-    dataset = _dataset_of(run_model)
+    dataset = dataset_of(run_model)
     extra_files = []
     if (staging / "Classify.kt").exists():
         extra_files.append(("Classify.kt", "Android (Kotlin, LiteRT) example."))
@@ -995,20 +416,3 @@ def _write_card(
         extra_files=extra_files,
     )
     (staging / "README.md").write_text(card, encoding="utf-8")
-
-
-def _ensure_parent(folder: Path) -> Path:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    return folder.parent
-
-
-def _zip_folder(folder: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for file in sorted(folder.rglob("*")):
-                if file.is_file() and file.name != MARKER_FILE:
-                    archive.write(file, Path(folder.name) / file.relative_to(folder))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

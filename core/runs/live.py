@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.runs.export import MARKER_FILE, MARKER_KIND, default_export_dir, export_run
+from core.runs.export import export_run
+from core.runs.export_folder import MARKER_FILE, MARKER_KIND, default_export_dir
 from core.runs.store import MODEL_FILE, parse_time, resolve_run_dir
 
 #: Files the browser needs from the web export.

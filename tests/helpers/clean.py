@@ -1,6 +1,6 @@
 """Running code the way a user's own machine would: a Python that cannot import this project.
 
-The child is :func:`core.runs.export.clean_python`: ``python -I -S`` with only the
+The child is :func:`core.runs.parity.clean_python`: ``python -I -S`` with only the
 interpreter's installed packages on the path (no PYTHONPATH, no ``.pth`` hooks such as an
 editable install of this project), in a temporary folder; it refuses to run if ``core`` is
 importable, so a passing test proves the code ran without the project.
@@ -11,14 +11,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from core.runs import export
+from core.runs import parity
 
 
 def run_clean(
     script: str, args: list[str], cwd: Path, *, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Runs ``script ARGS`` in a clean process in ``cwd``; fails the test on a non-zero exit."""
-    completed = export.run_clean(cwd, script, *args, timeout=timeout)
+    completed = parity.run_clean(cwd, script, *args, timeout=timeout)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed
 

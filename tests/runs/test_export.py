@@ -19,7 +19,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.runs.export import FORMATS
+from core.runs.formats import ARTIFACT_NAMES, FORMATS
 from tests.helpers.clean import run_clean
 from tests.helpers.runs import (
     custom_layer_names,
@@ -63,7 +63,10 @@ def _bundle_labels(folder, images) -> list[str]:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_export_bundle_runs_alone_and_agrees_with_core_predict(run_dir, fmt, tmp_path):
     from core.data.store import load_dataset
-    from core.runs.export import ARTIFACT_NAMES, MARKER_FILE, export_run, read_parity, run_artifact
+    from core.runs.artifacts import run_artifact
+    from core.runs.export import export_run
+    from core.runs.export_folder import MARKER_FILE
+    from core.runs.parity import read_parity
     from core.runs.predict import load_run_model, predict_sources
 
     opened = load_run_model(run_dir)
@@ -149,7 +152,8 @@ def test_export_bundle_runs_alone_and_agrees_with_core_predict(run_dir, fmt, tmp
 
 def test_full_integer_int8_has_integer_tensors_and_keeps_accuracy(tmp_path, monkeypatch):
     """Edge TPU / microcontroller model: integer in and out, within 3 points of float on test."""
-    from core.runs.export import export_run, tflite_interpreter
+    from core.runs.artifacts import tflite_interpreter
+    from core.runs.export import export_run
 
     monkeypatch.setenv("TRANSFER_STUDIO_HOME", str(tmp_path / "ws"))
     counts = {"circle": 60, "square": 60, "triangle": 60}
@@ -251,7 +255,8 @@ def test_cli_offers_every_format(shared):
 
 
 def test_tensorflow_only_formats_say_so_on_another_backend():
-    from core.runs.export import TF_ONLY_FORMATS, BackendError, available_formats, check_backend
+    from core.runs.artifacts import BackendError, available_formats, check_backend
+    from core.runs.formats import TF_ONLY_FORMATS
 
     assert available_formats() == {fmt: None for fmt in FORMATS}  # TensorFlow backend here
     reasons = available_formats("jax")

@@ -90,7 +90,7 @@ def test_a_zip_it_did_not_write_is_never_replaced(shared, tmp_path):
 
 
 def test_its_own_previous_export_is_replaced_but_not_a_foreign_one(shared, tmp_path):
-    from core.runs.export import MARKER_FILE
+    from core.runs.export_folder import MARKER_FILE
 
     root, run_dir = shared
     out = tmp_path / "empty"
@@ -113,7 +113,7 @@ def test_its_own_previous_export_is_replaced_but_not_a_foreign_one(shared, tmp_p
 
 
 def test_a_garbled_marker_does_not_prove_ownership(shared, tmp_path):
-    from core.runs.export import MARKER_FILE
+    from core.runs.export_folder import MARKER_FILE
 
     root, run_dir = shared
     out = tmp_path / "odd"

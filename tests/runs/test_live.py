@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from core.runs.export import MARKER_FILE
+from core.runs.export_folder import MARKER_FILE
 from core.runs.live import LIVE_FILES, current_web_export
 from core.runs.store import now_iso
 
