@@ -1,5 +1,6 @@
 """Model: pick a pretrained backbone, its weights, what retrains, the head and augmentation."""
 
+import contextlib
 import dataclasses
 
 import streamlit as st
@@ -103,6 +104,18 @@ source = cols[1].radio(
     horizontal=True,
 )
 weights = source
+# Saved before anything slower draws: a click elsewhere (another page) that cuts this rerun short
+# still keeps the backbone just picked. A combination the new backbone cannot take (e.g. a retrain
+# setting it lacks) is not saved here; the full check below reports it.
+with contextlib.suppress(ValueError):
+    set_model_config(
+        dataclasses.replace(
+            current,
+            backbone=backbone,
+            image_size=size,
+            weights=source if source != "file" else current.weights,
+        )
+    )
 if source == "imagenet" and status == "unavailable":
     cols[1].warning(
         f"The ImageNet weights of {spec.display_name} cannot be downloaded: this machine seems "
