@@ -7,6 +7,7 @@ import streamlit as st
 from core.models.registry import DEFAULT_BACKBONE
 from core.models.weights import missing_weights
 from core.runs.store import MetricsReader, read_config
+from core.training.jobs import runs_in_progress
 from ui import engine, run_view
 from ui.devices import device_panel
 from ui.figures import batch_events, batch_loss_figure, history_figure
@@ -252,7 +253,53 @@ def _lr_finder(config) -> None:
     cols[1].caption(sweep_caption(result.to_dict()))
 
 
+def _in_progress(shown: str | None) -> None:
+    """Every run training or waiting in the queue, each with Show and Cancel."""
+    from core.training.jobs import cancel_run
+
+    runs = runs_in_progress()
+    if not runs:
+        return
+    with st.container(border=True):
+        st.markdown(f"**Runs in progress** ({len(runs)})")
+        if len(runs) > 1:
+            st.caption(
+                "One training at a time on this machine: the others wait in the queue and "
+                "start by themselves, in this order."
+            )
+        for run in runs:
+            row = st.columns([5, 1, 1], vertical_alignment="center")
+            here = " · shown below" if run.run_id == shown else ""
+            row[0].markdown(
+                f"{STATE_BADGES.get(run.state, run.state)} **{md(run_view.run_title(run))}**"
+                f"{here}  \n{run_view.in_progress_line(run)}"
+            )
+            row[0].progress(run.progress)
+            if row[1].button(
+                "Show",
+                icon=":material/visibility:",
+                key=f"train_queue_show_{run.run_id}",
+                disabled=run.run_id == shown,
+                help="Shows this run's curves and details below.",
+            ):
+                set_run(run.run_id)
+                st.rerun(scope="app")
+            if row[2].button(
+                "Cancel",
+                icon=":material/stop_circle:",
+                key=f"train_queue_cancel_{run.run_id}",
+                help="Stops this run (a waiting run just leaves the queue); a training run "
+                "keeps its best model so far.",
+            ):
+                cancel_run(run.run_id, wait=False)
+                st.toast(f"Cancelling {run_view.run_title(run)}.")
+                st.rerun(scope="app")
+
+
 active = False
+
+if runs_in_progress():
+    st.fragment(run_every=2.0)(_in_progress)(run_id)
 if run_id:
     with st.container(border=True):
         _run_header(run_id)

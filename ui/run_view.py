@@ -183,3 +183,30 @@ def setting_warnings(config: Any, train_images: int) -> list[str]:
             "can wipe out what they knew; 1e-4 or lower is safer."
         )
     return warnings
+
+
+def in_progress_line(run: Any) -> str:
+    """One plain line about a run in progress: its state, queue place and epochs.
+
+    Args:
+        run: A :class:`core.training.jobs.RunInProgress`.
+
+    Returns:
+        For example ``"Training · epoch 2 of 5"`` or ``"Waiting · place 1 of 2 in the queue"``.
+    """
+    from ui.labels import PHASE_NAMES
+
+    if run.state == "running":
+        doing = PHASE_NAMES.get(run.phase, run.phase) or "training"
+        return f"Training ({doing}) · epoch {run.epoch} of {run.total_epochs}"
+    if run.place is not None:
+        return (
+            f"Waiting · place {run.place} of {run.queue_length} in the queue · "
+            f"{run.total_epochs} epochs planned"
+        )
+    return "Waiting · the training process is starting"
+
+
+def run_title(run: Any) -> str:
+    """The name a person gave a run, else its id."""
+    return run.name or run.run_id

@@ -345,7 +345,7 @@ def create_run(config: TrainConfig, root: str | os.PathLike[str] | None = None) 
         heartbeat=stamp,
         created=stamp,
         total_epochs=config.total_epochs,
-        message="Waiting for a worker to start.",
+        message="Starting the training process (a few seconds).",
     )
     write_status(folder, status)
     return folder

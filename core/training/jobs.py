@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import core
@@ -280,6 +281,81 @@ def prepare_resume(run_id: str, root: str | os.PathLike[str] | None = None) -> P
     status.pid = None
     status.heartbeat = now_iso()
     status.finished = ""
-    status.message = "Waiting for a worker to resume the run."
+    status.message = "Starting the training process again to resume the run."
     write_status(folder, status)
     return folder
+
+
+@dataclass(frozen=True)
+class RunInProgress:
+    """A run that is training or waiting for the device, as the Train page lists it.
+
+    Attributes:
+        run_id: The run's folder name.
+        name: The name the user gave it (``""`` when none).
+        state: ``running`` or ``queued``.
+        phase: What a running run is doing (see :data:`core.runs.store.PHASES`).
+        epoch: Epochs done.
+        total_epochs: Epochs planned.
+        progress: Fraction done, 0..1.
+        place: Place in the queue (1 is next) for a queued run that joined the queue; None
+            for a running run or one whose worker is still starting.
+        queue_length: How many runs wait in the queue (all users).
+    """
+
+    run_id: str
+    name: str
+    state: str
+    phase: str
+    epoch: int
+    total_epochs: int
+    progress: float
+    place: int | None
+    queue_length: int
+
+
+def runs_in_progress(root: str | os.PathLike[str] | None = None) -> list[RunInProgress]:
+    """Every run of this workspace that is running or queued, with its place in the queue.
+
+    Running runs come first, then queued ones in the order the device will take them
+    (a queued run whose worker has not joined the queue yet comes last).
+
+    Args:
+        root: Folder holding runs; defaults to ``workspace/runs``.
+
+    Returns:
+        The runs, in that order.
+    """
+    from core.runs.store import list_runs
+    from core.training import queue
+
+    order = queue.waiting()
+    places = {ticket.run_id: index + 1 for index, ticket in enumerate(order)}
+    found = []
+    for info in list_runs(root):
+        status = info.status
+        if not status.active:
+            continue
+        name = str((info.config or {}).get("name") or "")
+        place = places.get(info.run_id) if status.state == "queued" else None
+        found.append(
+            RunInProgress(
+                run_id=info.run_id,
+                name=name,
+                state=status.state,
+                phase=status.phase,
+                epoch=int(status.epoch),
+                total_epochs=int(status.total_epochs),
+                progress=float(status.progress),
+                place=place,
+                queue_length=len(order),
+            )
+        )
+
+    def rank(run: RunInProgress) -> tuple[int, int]:
+        if run.state == "running":
+            return (0, 0)
+        return (1, run.place) if run.place is not None else (2, 0)
+
+    # sorted() is stable: within a rank the newest-first order of list_runs stays.
+    return sorted(found, key=rank)

@@ -266,7 +266,7 @@ def _run_owned(
     token = CancelToken(folder)
     previous_handlers = _install_signal_handlers(token)
     writer = StatusWriter(folder, status)
-    writer.set(message="Worker started.")
+    writer.set(message="Training process started.")
     writer.start_heartbeat()
     metrics = MetricsWriter(folder, echo)
     context = RunContext(folder, writer, metrics, token)

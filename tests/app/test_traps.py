@@ -223,3 +223,70 @@ def test_the_run_name_does_not_carry_over_to_the_next_run(ready):
         assert at.session_state["train_config"]["epochs"] == 1  # the settings do carry over
     finally:
         cancel_run(run_id, wait=True)
+
+
+def _wait_for(predicate, seconds: float = 120.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not reached within {seconds} s")
+
+
+def _states(run_ids):
+    from core.runs.store import read_status, run_dir
+
+    return {run_id: read_status(run_dir(run_id)).state for run_id in run_ids}
+
+
+def test_the_queue_shows_both_runs_with_their_controls_and_cancels_the_waiting_one(ready):
+    from core.config import ModelConfig
+    from core.training.jobs import cancel_run, runs_in_progress
+
+    model = ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32)
+    at = app_on("train", dataset_id=ready["dataset_id"], model_config=model)
+    started = []
+    try:
+        for name in ("first run", "second run"):
+            at.number_input(key="train_epochs").set_value(200)
+            at.text_input(key="train_name").input(name)
+            at.form_submit_button[0].click()
+            at.run()
+            no_exception(at)
+            started.append(at.session_state["run_id"])
+        first, second = started
+        # One trains, the other waits in the queue (whichever worker got the device first).
+        _wait_for(lambda: sorted(_states(started).values()) == ["queued", "running"])
+        _wait_for(lambda: all(r.place or r.state == "running" for r in runs_in_progress()))
+        at.run()
+        no_exception(at)
+        text = " ".join(m.value for m in at.markdown)
+        assert "Runs in progress" in text and "first run" in text and "second run" in text
+        assert "place 1 of 1 in the queue" in text
+        for run_id in started:
+            assert at.button(key=f"train_queue_show_{run_id}")
+            assert at.button(key=f"train_queue_cancel_{run_id}")
+        assert at.button(key=f"train_queue_show_{second}").disabled  # shown already
+        # Show the other run: it becomes the run of the page.
+        at.button(key=f"train_queue_show_{first}").click()
+        at.run()
+        no_exception(at)
+        assert at.session_state["run_id"] == first
+        waiting = next(r for r, s in _states(started).items() if s == "queued")
+        training = next(r for r in started if r != waiting)
+        at.button(key=f"train_queue_cancel_{waiting}").click()
+        at.run()
+        no_exception(at)
+        _wait_for(lambda: _states([waiting])[waiting] == "cancelled", 60)
+        assert _states([training])[training] == "running"
+        at.run()
+        no_exception(at)
+        assert not [b for b in at.button if b.key == f"train_queue_cancel_{waiting}"]
+        assert at.button(key=f"train_queue_cancel_{training}")
+    finally:
+        for run_id in started:
+            cancel_run(run_id, wait=True)
