@@ -45,6 +45,7 @@ frame = model_view.backbone_frame(
     augment=current.augment.enabled,
     cpu_cores=int(device.get("cpu_cores") or 1),
     gpu=device.get("kind") == "gpu",
+    measured=model_view.measured_epochs(),
 )
 names = list(frame["name"])
 picked = st.dataframe(

@@ -1,6 +1,5 @@
 """Runs: every training run (from the app or the CLI), compared side by side."""
 
-import pandas as pd
 import streamlit as st
 
 from core.runs.store import MetricsReader, list_runs
@@ -92,8 +91,5 @@ else:
 
 with st.expander("All settings of the runs", icon=":material/tune:"):
     st.dataframe(
-        pd.DataFrame(
-            [runs_view.flatten(r.config or {}) for r in runs], index=[r.run_id for r in runs]
-        ),
-        width="stretch",
+        runs_view.settings_table({r.run_id: r.config or {} for r in runs}), width="stretch"
     )

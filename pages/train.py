@@ -22,6 +22,8 @@ from ui.train_form import hyperparameter_form
 
 require_router()
 
+WAITING_FOR_EPOCH = "Waiting for the first epoch… the curves appear here when it ends."
+
 st.title("Train")
 st.caption(
     "Training runs in the background on this machine: you can leave this page, refresh it, "
@@ -153,11 +155,15 @@ def _live(run_id: str, was_active: bool) -> None:
     m[3].metric("Elapsed", run_view.format_duration(elapsed))
     live = status.active and not status.extra.get("stale_seconds")  # a frozen run has no ETA
     m[4].metric("Time left (est.)", run_view.format_duration(eta) if live else "–")
-    if not any(e.get("type") == "epoch" for e in events):
-        st.caption(":material/show_chart: The curves appear here after the first epoch.")
-    charts = st.columns(2)
-    charts[0].plotly_chart(history_figure(events, "loss"), key=f"loss_{run_id}")
-    charts[1].plotly_chart(history_figure(events, "accuracy"), key=f"acc_{run_id}")
+    if any(e.get("type") == "epoch" for e in events):
+        charts = st.columns(2)
+        charts[0].plotly_chart(history_figure(events, "loss"), key=f"loss_{run_id}")
+        charts[1].plotly_chart(history_figure(events, "accuracy"), key=f"acc_{run_id}")
+    elif status.active:
+        # One placeholder, not a stack of empty chart frames.
+        st.info(WAITING_FOR_EPOCH, icon=":material/show_chart:")
+    else:
+        st.caption(":material/show_chart: No epoch finished, so there are no curves to show.")
     if batch_events(events):
         st.plotly_chart(batch_loss_figure(events), key=f"batch_{run_id}")
     for note in run_view.notes(events):

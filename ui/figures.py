@@ -25,6 +25,9 @@ HEAD_COLOR = "#7C3AED"
 RUN_COLORS = ("#2563EB", "#F97316", "#10B981", "#DB2777", "#7C3AED", "#0891B2", "#CA8A04")
 _FONT = {"family": "Inter, Segoe UI, sans-serif", "size": 13}
 _METRIC_TITLES = {"loss": "Loss", "accuracy": "Accuracy"}
+# Horizontal, under the x-axis title, outside the plotting area.
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.28, "xanchor": "left", "x": 0}
+FINE_TUNE_MARKER = "fine-tuning starts"
 
 
 def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = 320) -> go.Figure:
@@ -33,10 +36,12 @@ def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = 320) ->
         xaxis_title=x,
         yaxis_title=y,
         height=height,
-        margin={"l": 50, "r": 20, "t": 50, "b": 45},
+        # Room below the axis title for the legend: a legend inside or above the plot
+        # hides curves near 100% and collides with the fine-tune marker.
+        margin={"l": 50, "r": 20, "t": 50, "b": 90},
         template="plotly_white",
         font=_FONT,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        legend=LEGEND_BELOW,
         hovermode="x unified",
     )
     return fig
@@ -115,8 +120,17 @@ def history_figure(
     for (_, before), (epoch, after) in zip(phases, phases[1:], strict=False):
         if before and after and before != after:
             fig.add_vline(x=epoch - 0.5, line_dash="dot", line_color="#64748B")
+            # Just above the plot, right of the line: it hides no curve, and the legend is
+            # below the plot so they never meet.
             fig.add_annotation(
-                x=epoch - 0.5, y=1, yref="paper", text=str(after), showarrow=False, yanchor="bottom"
+                x=epoch - 0.5,
+                y=1,
+                yref="paper",
+                text=FINE_TUNE_MARKER if after == "fine-tune" else str(after),
+                showarrow=False,
+                xanchor="left",
+                yanchor="bottom",
+                font={"size": 11, "color": "#475569"},
             )
     label = _METRIC_TITLES.get(metric, metric.replace("_", " ").capitalize())
     _layout(fig, title=title or label, x="epoch", y=label.lower())

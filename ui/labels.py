@@ -35,3 +35,54 @@ def trainable_phrase(trainable: str) -> str:
     if policy == "all":
         return "whole network"
     return f"top {blocks} block{'s' if blocks != 1 else ''} + head"
+
+
+# Plain names of the settings in config.json (flattened keys), for tables people read.
+SETTING_LABELS = {
+    "dataset": "Dataset",
+    "model.backbone": "Pretrained model",
+    "model.weights": "Starting weights",
+    "model.image_size": "Image size (px)",
+    "model.trainable": "What learns",
+    "model.pooling": "Summary of the picture (pooling)",
+    "model.dense_units": "Extra layer sizes",
+    "model.dropout": "Dropout",
+    "model.augment.flip": "Random flips",
+    "model.augment.rotation": "Random rotation",
+    "model.augment.zoom": "Random zoom",
+    "model.augment.translation": "Random shift",
+    "model.augment.contrast": "Random contrast",
+    "model.augment.brightness": "Random brightness",
+    "model.augment.shear": "Random slant (shear)",
+    "model.augment.views": "Varied copies per image",
+    "optimizer": "Optimizer",
+    "learning_rate": "Learning rate",
+    "momentum": "Momentum",
+    "weight_decay": "Weight decay",
+    "schedule": "Learning-rate schedule",
+    "batch_size": "Batch size",
+    "epochs": "Epochs",
+    "early_stopping_patience": "Stop after epochs without progress",
+    "restore_best": "Keep the best epoch",
+    "label_smoothing": "Label smoothing",
+    "class_weights": "Balance classes",
+    "fine_tune_epochs": "Fine-tune epochs",
+    "fine_tune_trainable": "Fine-tune: what learns",
+    "fine_tune_lr_mult": "Fine-tune: learning-rate factor",
+    "mixed_precision": "Mixed precision",
+    "seed": "Random seed",
+    "name": "Name",
+    "init_from": "Started from run",
+}
+
+# Settings that only matter when the run has a fine-tune phase (fine_tune_epochs > 0).
+FINE_TUNE_SETTINGS = ("fine_tune_trainable", "fine_tune_lr_mult")
+
+
+def setting_label(key: str) -> str:
+    """The plain name of a flattened setting key (``model.augment.contrast`` ->
+    ``Random contrast``); an unknown key becomes words (``new_thing`` -> ``New thing``)."""
+    if key in SETTING_LABELS:
+        return SETTING_LABELS[key]
+    words = key.rsplit(".", 1)[-1].replace("_", " ")
+    return words[:1].upper() + words[1:]

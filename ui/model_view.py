@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import AugmentConfig, ModelConfig
-from core.models.estimate import estimate_epoch
+from core.models.estimate import MeasuredEpochs, calibrated_estimate
 from core.models.registry import BACKBONES, get_backbone
 
 WEIGHTS_WORDS = {
@@ -49,23 +49,26 @@ def backbone_frame(
     augment: bool,
     cpu_cores: int,
     gpu: bool,
+    measured: list[MeasuredEpochs] | tuple[MeasuredEpochs, ...] = (),
 ) -> pd.DataFrame:
     """One row per backbone with size, accuracy, estimated time and weights status.
 
     The estimate uses ``size`` and ``trainable`` where the backbone allows them (else its
-    default size, and all blocks when ``top:N`` exceeds its block count).
+    default size, and all blocks when ``top:N`` exceeds its block count), calibrated on the
+    ``measured`` epochs of earlier runs with the same settings on this machine.
     """
     rows = []
     for spec in BACKBONES.values():
         policy = trainable
         if trainable.startswith("top:") and int(trainable[4:]) > spec.num_blocks:
             policy = "all"
-        estimate = estimate_epoch(
+        estimate = calibrated_estimate(
             spec.name,
             size if size in size_options(spec.name) else spec.default_size,
             policy,
             train_images=train_images,
             val_images=val_images,
+            measured=measured,
             augment=augment,
             cpu_cores=cpu_cores,
             gpu=gpu,
@@ -84,6 +87,20 @@ def backbone_frame(
             }
         )
     return pd.DataFrame(rows)
+
+
+def measured_epochs() -> list[MeasuredEpochs]:
+    """Epoch times of the finished runs on this machine (read again when a run finishes)."""
+    from core.runs.timings import timings_stamp
+
+    return _measured_epochs(timings_stamp())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _measured_epochs(stamp: tuple[tuple[str, int], ...]) -> list[MeasuredEpochs]:
+    from core.runs.timings import measured_epochs as read
+
+    return read()
 
 
 @st.cache_data(show_spinner="Building the network to draw it…", max_entries=16)

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ui.figures import epoch_events
-from ui.labels import trainable_phrase
+from ui.labels import FINE_TUNE_SETTINGS, setting_label, trainable_phrase
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -25,6 +25,32 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def used_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened settings of a run that mattered to it.
+
+    A run without a fine-tune phase never used the fine-tune settings, so they are left out.
+    """
+    flat = flatten(config)
+    if not flat.get("fine_tune_epochs"):
+        for key in FINE_TUNE_SETTINGS:
+            flat.pop(key, None)
+    return flat
+
+
+def settings_table(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Every setting of every run: rows = runs, columns = plain setting names.
+
+    Args:
+        configs: Run label -> its config dictionary (``config.json``).
+
+    Returns:
+        The table; a setting a run did not use is empty.
+    """
+    rows = [used_settings(config) for config in configs.values()]
+    table = pd.DataFrame(rows, index=list(configs))
+    return table.rename(columns=setting_label)
+
+
 def setting_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """The settings whose values are not the same in every run.
 
@@ -32,16 +58,31 @@ def setting_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFram
         configs: Run label -> its config dictionary (``config.json``).
 
     Returns:
-        Rows = setting names, columns = run labels; empty when all runs agree.
+        Rows = plain setting names (``Random contrast``, not ``model.augment.contrast``),
+        columns = run labels; empty when all runs agree. A setting a run did not use (the
+        fine-tune settings of a run without a fine-tune phase) shows as ``not used`` and is
+        listed only when the runs that used it differ or another run used it.
     """
-    flat = {label: flatten(config) for label, config in configs.items()}
+    flat = {label: used_settings(config) for label, config in configs.items()}
     keys = sorted({key for values in flat.values() for key in values} - {"name"})
     rows = {}
     for key in keys:
         values = [flat[label].get(key) for label in flat]
         if len({repr(v) for v in values}) > 1:
-            rows[key] = [("–" if v is None else str(v)) for v in values]
+            rows[setting_label(key)] = [
+                _shown(key, v, key in flat[label]) for v, label in zip(values, flat, strict=True)
+            ]
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
+
+
+def _shown(key: str, value: Any, used: bool) -> str:
+    if not used:
+        return "not used"
+    if value is None:
+        return "auto"
+    if key in ("model.trainable", "fine_tune_trainable"):
+        return trainable_phrase(str(value))
+    return str(value)
 
 
 def _number(value: Any) -> float | None:

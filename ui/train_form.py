@@ -45,6 +45,14 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
     Returns:
         ``TrainConfig`` field values (without ``dataset`` and ``model``), or None.
     """
+    # Outside the form: a change redraws the page, so the fine-tune fields follow it.
+    two_phase = st.toggle(
+        "Then fine-tune (a second phase)",
+        saved["fine_tune_epochs"] > 0,
+        key="train_ft",
+        help="After the first epochs, unfreeze part of the backbone and continue "
+        "with a lower learning rate (fastai's fine_tune).",
+    )
     with st.form("train_form", border=True):
         st.markdown("**Basics**")
         c = st.columns(4)
@@ -123,24 +131,18 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
                 help="Give rare classes more weight so the model does not ignore them.",
             )
         st.markdown("**Two-phase fine-tune** (optional)")
-        c = st.columns(4)
-        with c[0]:
-            st.write("")
-            two_phase = st.toggle(
-                "Then fine-tune",
-                saved["fine_tune_epochs"] > 0,
-                key="train_ft",
-                help="After the epochs above, unfreeze part of the backbone and continue "
-                "with a lower learning rate (fastai's fine_tune).",
-            )
-        ft_epochs = c[1].number_input(
+        if not two_phase:
+            st.caption("Turn on **Then fine-tune (a second phase)** above to set these.")
+        c = st.columns(3)
+        ft_epochs = c[0].number_input(
             "Fine-tune epochs",
             1,
             500,
             int(saved["fine_tune_epochs"]) or 3,
             key="train_ft_epochs",
+            disabled=not two_phase,
         )
-        ft_what = c[2].selectbox(
+        ft_what = c[1].selectbox(
             "Then train",
             PHASE_TWO,
             key="train_ft_what",
@@ -148,13 +150,15 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
             index=PHASE_TWO.index(saved["fine_tune_trainable"])
             if saved["fine_tune_trainable"] in PHASE_TWO
             else 0,
+            disabled=not two_phase,
         )
-        ft_mult = c[3].select_slider(
+        ft_mult = c[2].select_slider(
             "Learning-rate factor",
             LR_FACTORS,
             _nearest(LR_FACTORS, saved["fine_tune_lr_mult"]),
             key="train_ft_mult",
             help="Phase 2 uses the learning rate times this factor.",
+            disabled=not two_phase,
         )
         c = st.columns([3, 1], vertical_alignment="bottom")
         name = c[0].text_input(

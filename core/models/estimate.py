@@ -134,3 +134,132 @@ def estimate_epoch(
     return EpochEstimate(
         first_epoch=epoch, later_epochs=epoch, note="Every epoch runs the whole network."
     )
+
+
+@dataclass(frozen=True)
+class MeasuredEpochs:
+    """Epoch times measured in one phase of a finished run on this machine.
+
+    Attributes:
+        backbone: Registry name.
+        image_size: Input side in pixels.
+        trainable: What trained in that phase (``head``, ``top:N``, ``all``).
+        augment: Whether augmentation was on.
+        train_images: Images in the training split.
+        val_images: Images in the validation split.
+        epoch_seconds: Seconds of each epoch of the phase, in order.
+        gpu: Whether a GPU did the work.
+        cpu_cores: CPU cores of the machine.
+        embedding_seconds: Head only: seconds of the one feature pass before the first epoch
+            (None when the features were reused from an earlier run).
+    """
+
+    backbone: str
+    image_size: int
+    trainable: str
+    augment: bool
+    train_images: int
+    val_images: int
+    epoch_seconds: tuple[float, ...]
+    gpu: bool = False
+    cpu_cores: int = 0
+    embedding_seconds: float | None = None
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def calibrated_estimate(
+    backbone: str,
+    image_size: int,
+    trainable: str,
+    *,
+    train_images: int,
+    val_images: int,
+    measured: list[MeasuredEpochs] | tuple[MeasuredEpochs, ...] = (),
+    augment: bool = False,
+    augment_views: int = 4,
+    cpu_cores: int | None = None,
+    gpu: bool = False,
+) -> EpochEstimate:
+    """:func:`estimate_epoch`, corrected by epochs measured earlier on this machine.
+
+    Runs with the same backbone, image size, trainable part, augmentation and device kind
+    are the evidence: for each, the measured epoch time divided by what the formula predicts
+    for *that* run's dataset gives a correction factor (the median over runs is used), which
+    then scales the formula's estimate for this dataset. So a run on 500 images calibrates
+    an estimate for 2,000. The first epoch (compiling; the feature pass on the head-only
+    path) and the later epochs are corrected separately.
+
+    Args:
+        backbone, image_size, trainable, train_images, val_images, augment, augment_views,
+            cpu_cores, gpu: As for :func:`estimate_epoch`.
+        measured: Epoch times of finished runs (any; those that do not match are ignored).
+
+    Returns:
+        The estimate; its note says how many earlier runs calibrated it.
+    """
+    base = estimate_epoch(
+        backbone,
+        image_size,
+        trainable,
+        train_images=train_images,
+        val_images=val_images,
+        augment=augment,
+        augment_views=augment_views,
+        cpu_cores=cpu_cores,
+        gpu=gpu,
+    )
+    head = parse_trainable(trainable)[0] == "head"
+    firsts: list[float] = []
+    laters: list[float] = []
+    for run in measured:
+        same = (run.backbone, run.image_size, run.trainable, bool(run.augment), bool(run.gpu))
+        if same != (backbone, image_size, trainable, bool(augment), bool(gpu)):
+            continue
+        if not run.epoch_seconds or run.train_images <= 0:
+            continue
+        predicted = estimate_epoch(
+            run.backbone,
+            run.image_size,
+            run.trainable,
+            train_images=run.train_images,
+            val_images=run.val_images,
+            augment=run.augment,
+            augment_views=augment_views,
+            cpu_cores=run.cpu_cores or cpu_cores,
+            gpu=run.gpu,
+        )
+        seconds = list(run.epoch_seconds)
+        later = seconds[1:] or seconds
+        if head:
+            # The head trains on cached features: its epochs scale with the image count.
+            scale = (train_images + val_images) / max(run.train_images + run.val_images, 1)
+            laters.append(_median(later) * scale / predicted.later_epochs)
+            if run.embedding_seconds:
+                firsts.append((run.embedding_seconds + seconds[0]) / predicted.first_epoch)
+        else:
+            laters.append(_median(later) / predicted.later_epochs)
+            firsts.append(seconds[0] / predicted.first_epoch)
+    if not laters:
+        return base
+    runs = len(laters)
+    later_seconds = base.later_epochs * _median(laters)
+    if firsts:
+        first_seconds = base.first_epoch * _median(firsts)
+    elif head:
+        # No measured feature pass (reused features): keep the formula's share of it.
+        first_seconds = base.first_epoch - base.later_epochs + later_seconds
+    else:
+        first_seconds = base.first_epoch * _median(laters)
+    return EpochEstimate(
+        first_epoch=first_seconds,
+        later_epochs=later_seconds,
+        note=f"{base.note} Calibrated on {runs} earlier run{'s' if runs != 1 else ''} "
+        "with these settings on this machine.",
+    )

@@ -247,6 +247,9 @@ def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribut
     device = describe_devices()
     ctx.set(device=device["label"], phase="loading", message="Loading the dataset.")
     ctx.summary["device"] = device["label"]
+    # What the epoch times in the summary were measured on (see core.models.estimate).
+    ctx.summary["device_kind"] = device["kind"]
+    ctx.summary["cpu_cores"] = device.get("cpu_cores") or os.cpu_count()
     if config.mixed_precision:
         if device["kind"] == "gpu":
             keras.mixed_precision.set_global_policy("mixed_float16")
@@ -750,8 +753,21 @@ def _final_summary(
             else None,
             "seconds": round(time.monotonic() - started, 3),
             "model": MODEL_FILE,
+            # Measured seconds of each epoch by phase: calibrates later estimates.
+            "epoch_seconds": _epoch_seconds(events),
         }
     )
+
+
+def _epoch_seconds(events: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """``{phase: [seconds of each epoch]}`` from the epoch events, in epoch order."""
+    by_phase: dict[str, list[float]] = {}
+    for event in events:
+        if isinstance(event.get("seconds"), int | float):
+            by_phase.setdefault(str(event.get("phase") or "train"), []).append(
+                round(float(event["seconds"]), 3)
+            )
+    return by_phase
 
 
 def _start_from_parent(

@@ -290,3 +290,68 @@ def test_the_queue_shows_both_runs_with_their_controls_and_cancels_the_waiting_o
     finally:
         for run_id in started:
             cancel_run(run_id, wait=True)
+
+
+def test_a_run_without_epochs_shows_one_placeholder_not_empty_chart_frames(ready):
+    from core.config import ModelConfig, TrainConfig
+    from core.runs.store import create_run
+
+    config = TrainConfig(
+        dataset=ready["dataset_id"],
+        model=ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32),
+        epochs=1,
+    )
+    run_id = create_run(config).name  # queued, its worker not started yet
+    at = app_on("train", dataset_id=ready["dataset_id"], run_id=run_id)
+    no_exception(at)
+    assert at.get("plotly_chart") == []
+    placeholders = [i for i in at.info if "Waiting for the first epoch" in i.value]
+    assert len(placeholders) == 1
+
+
+def test_fine_tune_fields_are_off_until_fine_tuning_is_on(ready):
+    at = app_on("train", dataset_id=ready["dataset_id"])
+    no_exception(at)
+    fields = ("train_ft_epochs", "train_ft_what", "train_ft_mult")
+    getters = (at.number_input, at.selectbox, at.select_slider)
+    assert all(get(key=key).disabled for get, key in zip(getters, fields, strict=True))
+    at.toggle(key="train_ft").set_value(True)
+    at.run()
+    no_exception(at)
+    getters = (at.number_input, at.selectbox, at.select_slider)
+    assert not any(get(key=key).disabled for get, key in zip(getters, fields, strict=True))
+
+
+def test_runs_comparison_uses_plain_names_and_no_unused_fine_tune_settings(ready, workspace):
+    import json
+    import shutil
+
+    source = workspace / "runs" / ready["run_id"]
+    twin = workspace / "runs" / (ready["run_id"] + "-b")
+    shutil.copytree(source, twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["model"]["augment"]["contrast"] = 0.2
+    config["fine_tune_lr_mult"] = 0.3  # unused: neither run has a fine-tune phase
+    (twin / "config.json").write_text(json.dumps(config))
+    status = json.loads((twin / "status.json").read_text())
+    status["run_id"] = twin.name
+    (twin / "status.json").write_text(json.dumps(status))
+    at = app_on("runs")
+    at.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": []}}
+    at.run()
+    no_exception(at)
+    differences = at.dataframe[1].value
+    assert list(differences.index) == ["Random contrast"]
+    every = at.dataframe[-1].value
+    assert "Random contrast" in every.columns
+    assert not [c for c in every.columns if "." in c or "_" in c]
+    assert "Fine-tune: learning-rate factor" not in every.columns
+
+
+def test_finished_runs_record_their_epoch_times_for_the_estimates(ready, workspace):
+    from core.runs.timings import run_timings
+
+    (found,) = run_timings(workspace / "runs" / ready["run_id"])
+    assert found.trainable == "head" and found.image_size == 32
+    assert len(found.epoch_seconds) == 2 and all(s > 0 for s in found.epoch_seconds)
+    assert found.train_images == 18

@@ -61,7 +61,19 @@ def test_history_figure_marks_the_fine_tune_phase():
     fig = figures.history_figure(_history(4, phase_switch=3), "loss")
     assert len(fig.layout.shapes) == 1
     assert fig.layout.shapes[0].x0 == pytest.approx(2.5)
-    assert fig.layout.annotations[0].text == "fine-tune"
+    marker = fig.layout.annotations[0]
+    assert marker.text == "fine-tuning starts"
+    # Above the plotting area, so it hides no curve; the legend is below, so they never meet.
+    assert marker.yref == "paper" and marker.y == 1 and marker.yanchor == "bottom"
+
+
+@pytest.mark.parametrize("metric", ["loss", "accuracy"])
+def test_history_legend_is_below_the_plot_so_it_hides_no_curve_at_100_percent(metric):
+    fig = figures.history_figure(_history(3), metric)
+    legend = fig.layout.legend
+    assert legend.orientation == "h"
+    assert legend.yanchor == "top" and legend.y < 0  # under the plotting area
+    assert fig.layout.margin.b >= 80  # room for the axis title and the legend
 
 
 def test_history_figure_of_a_run_without_epochs_is_empty_but_valid():
@@ -174,9 +186,25 @@ def test_setting_differences_lists_only_what_differs():
     a = {"epochs": 5, "model": {"backbone": "x", "dense_units": []}, "name": "one"}
     b = {"epochs": 8, "model": {"backbone": "x", "dense_units": [128]}, "name": "two"}
     table = runs_view.setting_differences({"one": a, "two": b})
-    assert list(table.index) == ["epochs", "model.dense_units"]
-    assert list(table.loc["model.dense_units"]) == ["none", "128"]
+    assert list(table.index) == ["Epochs", "Extra layer sizes"]
+    assert list(table.loc["Extra layer sizes"]) == ["none", "128"]
     assert runs_view.setting_differences({"one": a, "same": dict(a)}).empty
+
+
+def test_setting_differences_use_plain_names_and_skip_unused_fine_tune_settings():
+    head = {"model": {"augment": {"contrast": 0.0}}, "fine_tune_epochs": 0}
+    other = {"model": {"augment": {"contrast": 0.2}}, "fine_tune_epochs": 0}
+    head["fine_tune_lr_mult"], other["fine_tune_lr_mult"] = 0.1, 0.3  # never used by either
+    table = runs_view.setting_differences({"a": head, "b": other})
+    assert list(table.index) == ["Random contrast"]
+    assert not any("." in name or "_" in name for name in table.index)
+    tuned = dict(other, fine_tune_epochs=3, fine_tune_trainable="top:2")
+    table = runs_view.setting_differences({"a": head, "b": tuned})
+    assert list(table.loc["Fine-tune: what learns"]) == ["not used", "top 2 blocks + head"]
+    assert list(table.loc["Fine-tune epochs"]) == ["0", "3"]
+    every = runs_view.settings_table({"a": head, "b": tuned})
+    assert "Random contrast" in every.columns and "model.augment.contrast" not in every.columns
+    assert every.loc["a"].isna()["Fine-tune: learning-rate factor"]
 
 
 def test_folder_upload_grouping_and_imbalance():
