@@ -302,14 +302,15 @@ class TrainConfig:
         kept = ", and the best epoch is kept" if self.restore_best else ""
         if self.head_first and self.effective_patience:
             return (
-                f"By default the head trains until the validation loss stops improving "
+                f"By default the new last layer trains until the validation loss stops improving "
                 f"({self.effective_patience} epochs without progress, at most "
                 f"{self.effective_epochs} epochs) at learning rate "
                 f"{self.effective_learning_rate:g}{kept}."
             )
         if self.head_first:
             return (
-                f"By default the head trains {self.effective_epochs} epochs at learning rate "
+                f"By default the new last layer trains {self.effective_epochs} epochs at "
+                f"learning rate "
                 f"{self.effective_learning_rate:g}{kept}."
             )
         return (

@@ -67,8 +67,9 @@ cols[0].metric("Accuracy", f"{result.accuracy:.1%}")
 cols[1].metric(
     "Average score per class",
     f"{result.macro_avg.get('f1', 0.0):.3f}",
-    help="Macro F1: for each class the balance of precision (how often a guess of it is "
-    "right) and recall (how many of it are found), averaged over the classes; 1 is perfect.",
+    help="For each class, the balance of how often a guess of it is right and how many of "
+    "its images are found, averaged over the classes; 1 is perfect (macro F1: the mean "
+    "over classes of the F1 score of precision and recall).",
 )
 cols[2].metric("Images", result.n)
 cols[3].metric("Misclassified", sum(not p["correct"] for p in result.predictions))

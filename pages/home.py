@@ -67,7 +67,7 @@ def _steps() -> list[tuple[bool, str, str, str]]:
         (
             bool(st.session_state["model_confirmed"]),
             "Choose a model",
-            "Pick a pretrained backbone and what to retrain.",
+            "Pick a pretrained model and what to retrain.",
             "pages/model.py",
         ),
         (run_id is not None, "Train", "Start a run and watch the curves live.", "pages/train.py"),

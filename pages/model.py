@@ -36,7 +36,7 @@ n_classes = len(dataset.classes) if dataset is not None else 2
 device = device_info()
 
 # ---- 1. backbone -----------------------------------------------------------------------
-st.subheader("1 · Backbone")
+st.subheader("1 · Pretrained model")
 frame = model_view.backbone_frame(
     n_train,
     n_val,
@@ -159,7 +159,7 @@ elif source == "none":
 # ---- 2. what trains --------------------------------------------------------------------
 st.subheader("2 · What trains")
 policy_now, blocks_now = parse_trainable(current.trainable)
-labels = {"head": "Head only", "top": "Head + top blocks", "all": "Everything"}
+labels = {"head": "New last layer only", "top": "Last layer + top blocks", "all": "Everything"}
 policy = (
     st.segmented_control(
         "What trains",
@@ -185,8 +185,8 @@ if policy == "top":
 diagram_slot = st.container()  # filled below, once the head is known
 
 # ---- 3. head ---------------------------------------------------------------------------
-st.subheader("3 · Head")
-st.caption("The new layers that turn the backbone's features into your classes.")
+st.subheader("3 · New last layers")
+st.caption("The new layers that turn what the pretrained model sees into your classes.")
 h = st.columns(3)
 pooling = h[0].selectbox(
     "Pooling",
@@ -257,7 +257,7 @@ if on:
     contrast = a[2].slider("Contrast", 0.0, 0.5, base.contrast, 0.05, key="model_aug_contrast")
     bright = a[2].slider("Brightness", 0.0, 0.5, base.brightness, 0.05, key="model_aug_bright")
     views = st.slider(
-        "Augmented copies per image (head only)",
+        "Varied copies per image (new last layer only)",
         1,
         16,
         base.views,

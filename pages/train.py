@@ -217,10 +217,10 @@ def _lr_finder(config) -> None:
         "Trains a throw-away copy of the model for a few hundred steps while the learning "
         "rate rises from 1e-7 to 10, and plots the loss. "
         + (
-            "The backbone is frozen: this takes seconds."
+            "The pretrained model stays frozen: this takes seconds."
             if fast
-            else "Part of the backbone trains, so it runs through the whole model and takes "
-            "about as long as 100 training steps."
+            else "Part of the pretrained model trains, so it runs through the whole model "
+            "and takes about as long as 100 training steps."
         )
     )
     if st.button("Find a learning rate", icon=":material/search_insights:", key="train_lr_find"):

@@ -87,7 +87,7 @@ def test_auto_settings_resolve_by_what_trains_and_explicit_ones_win(tmp_path):
     )
     assert "nothing is chosen automatically" in mine.defaults_sentence()
     no_stop = TrainConfig(dataset="d", early_stopping_patience=0)
-    assert no_stop.defaults_sentence().startswith("By default the head trains 200 epochs")
+    assert no_stop.defaults_sentence().startswith("By default the new last layer trains 200 epochs")
     resolved = head.resolved()
     assert resolved.auto_fields == () and resolved.effective_epochs == 200
     # Auto survives the JSON round trip as null, not as the number it resolves to.

@@ -39,6 +39,6 @@ def device_panel() -> None:
         )
     if not gpu:
         st.caption(
-            "No GPU: training the head only (the default) is fast on a CPU; training the whole "
-            "network works but takes several times longer."
+            "No GPU: training the new last layer only (the default) is fast on a CPU; "
+            "training the whole network works but takes several times longer."
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ui.labels import block_title
 from ui.text import plot_text, plot_texts
 
 TRAIN_COLOR = "#2563EB"
@@ -217,7 +218,7 @@ def block_diagram_figure(blocks: Sequence[Mapping[str, Any]], *, title: str = ""
         A bar per block whose height is its parameter count (log scale), coloured by
         whether it trains.
     """
-    names = [str(b["name"]) for b in blocks]
+    names = [block_title(str(b["name"])) for b in blocks]
     params = [max(int(b.get("params", 0)), 1) for b in blocks]
     colors = []
     states = []

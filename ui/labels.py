@@ -20,21 +20,22 @@ PHASE_NAMES = {
     "loading": "loading images",
     "caching": "preparing images",
     "embedding": "computing features once (fast path)",
-    "head": "training the head",
+    "head": "training the new last layer",
     "train": "training",
-    "fine-tune": "fine-tuning the backbone",
+    "fine-tune": "fine-tuning the pretrained model",
     "saving": "saving the model",
 }
 
 
 def trainable_phrase(trainable: str) -> str:
-    """``"head"`` -> ``"head only"``, ``"top:3"`` -> ``"top 3 blocks + head"``, ``"all"``."""
+    """``"head"`` -> ``"new last layer only"``, ``"top:3"`` -> ``"last 3 blocks + new last layer"``,
+    ``"all"`` -> ``"whole network"`` (the everyday words for head and backbone blocks)."""
     policy, blocks = parse_trainable(trainable)
     if policy == "head":
-        return "head only"
+        return "new last layer only"
     if policy == "all":
         return "whole network"
-    return f"top {blocks} block{'s' if blocks != 1 else ''} + head"
+    return f"last {blocks} block{'s' if blocks != 1 else ''} + new last layer"
 
 
 # Plain names of the settings in config.json (flattened keys), for tables people read.
@@ -85,4 +86,20 @@ def setting_label(key: str) -> str:
     if key in SETTING_LABELS:
         return SETTING_LABELS[key]
     words = key.rsplit(".", 1)[-1].replace("_", " ")
+    return words[:1].upper() + words[1:]
+
+
+def block_title(name: str) -> str:
+    """A readable name of a network block: ``block6a`` -> ``Block 6a``, ``head`` ->
+    ``New last layer``, ``stem`` -> ``First layers``, ``conv5_block3`` -> ``Conv5 block3``."""
+    import re
+
+    special = {"head": "New last layer", "stem": "First layers", "top": "Final layers"}
+    if name in special:
+        return special[name]
+    match = re.fullmatch(r"block_?(\d+)([a-z]?)", name)
+    if match:
+        return f"Block {match.group(1)}{match.group(2)}"
+    words = name.replace("_", " ").strip()
+    words = re.sub(r"\bblock(\d)", r"block \1", words)
     return words[:1].upper() + words[1:]

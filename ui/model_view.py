@@ -23,10 +23,11 @@ WEIGHTS_WORDS = {
     "unavailable": "unavailable offline",
 }
 TRAINABLE_HELP = {
-    "head": "Only the new head learns; the backbone stays as it is. Fastest, needs the least "
-    "data, the best start for small datasets (tens to hundreds of images per class).",
-    "top": "The head and the last few blocks of the backbone learn. Helps when your pictures "
-    "look unlike everyday photos; use a low learning rate.",
+    "head": "Only the new last layer learns; the pretrained model stays as it is. "
+    "Fastest, needs the least data, the best start for small datasets (tens to hundreds "
+    "of images per class).",
+    "top": "The new last layer and the last few blocks of the pretrained model learn. "
+    "Helps when your pictures look unlike everyday photos; use a low learning rate.",
     "all": "Every weight learns. Slowest, needs the most data and a low learning rate; "
     "can fit unusual images best.",
 }
@@ -75,7 +76,7 @@ def backbone_frame(
         )
         rows.append(
             {
-                "backbone": spec.display_name,
+                "pretrained model": spec.display_name,
                 "name": spec.name,
                 "parameters (M)": round(spec.params / 1e6, 1),
                 "input size": spec.default_size,

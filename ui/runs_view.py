@@ -148,7 +148,7 @@ def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.Data
                 "state": status.state,
                 "name": config.get("name") or _short_id(info.run_id),
                 "dataset": dataset_names.get(config.get("dataset", ""), config.get("dataset", "")),
-                "backbone": _backbone_name(model.get("backbone", "")),
+                "pretrained model": _backbone_name(model.get("backbone", "")),
                 "size": model.get("image_size"),
                 "what trained": trainable,
                 "epochs": f"{status.epoch}/{status.total_epochs}",
@@ -156,7 +156,9 @@ def runs_frame(runs: Sequence[Any], dataset_names: Mapping[str, str]) -> pd.Data
                 "test accuracy": _number(
                     (info.summary if isinstance(info.summary, dict) else {}).get("test_accuracy")
                 ),
-                "started from": _short_id(parent_of(info)) if parent_of(info) else "backbone",
+                "started from": _short_id(parent_of(info))
+                if parent_of(info)
+                else "pretrained model",
                 "run id": info.run_id,
             }
         )

@@ -40,7 +40,7 @@ def start_from_picker(config: TrainConfig, classes: list[str]) -> tuple[str, str
     from core.runs.lineage import IncompatibleParentError, plan_start
 
     runs = _candidates(config)
-    labels = {BACKBONE: "The pretrained backbone (a new model)"}
+    labels = {BACKBONE: "The pretrained model (a new run)"}
     for info in runs:
         name = (info.config or {}).get("name") or info.run_id
         best = (info.summary or {}).get("best_val_accuracy")

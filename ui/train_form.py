@@ -16,6 +16,11 @@ from ui.labels import trainable_phrase
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 BATCH_SIZES = [8, 16, 32, 64, 128]
 LR_FACTORS = [0.01, 0.03, 0.1, 0.3, 1.0]
+SCHEDULE_WORDS = {
+    "constant": "same all along",
+    "cosine": "smoothly down to zero",
+    "reduce_on_plateau": "lower when stuck",
+}
 PHASE_TWO = ["all", "top:1", "top:2", "top:3", "top:4", "top:6", "top:8"]
 
 
@@ -98,8 +103,9 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
             SCHEDULES,
             SCHEDULES.index(saved["schedule"]),
             key="train_schedule",
-            help="constant: the same all along; cosine: smoothly down to zero; "
-            "reduce_on_plateau: lower it when validation loss stalls.",
+            format_func=SCHEDULE_WORDS.get,
+            help="Same all along (constant); smoothly down to zero (cosine); lower it when the "
+            "validation loss stalls (reduce_on_plateau).",
         )
         patience = c[1].number_input(
             "Early stopping patience",

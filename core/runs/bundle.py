@@ -359,7 +359,8 @@ def model_card(
     parts += [
         "## Input contract",
         "",
-        f"- One image tensor, **NHWC**: shape `(batch, {size}, {size}, 3)`"
+        "- A batch of images, each height x width x 3 colour values (NHWC): "
+        f"shape `(batch, {size}, {size}, 3)`"
         + (", batch 1 for TFLite" if fmt.startswith("tflite") else "")
         + ".",
         "- **RGB** channel order (not BGR), raw pixel values **0..255**: do not scale or "

@@ -205,7 +205,7 @@ def test_model_page_offers_alternatives_when_weights_cannot_download(ready):
 
     weights.reset_probe_cache()
     at = app_on("model", dataset_id=ready["dataset_id"])
-    names = list(at.dataframe[0].value["backbone"])
+    names = list(at.dataframe[0].value["pretrained model"])
     at.session_state["model_table_efficientnet_lite0_0"] = {
         "selection": {"rows": [names.index("MobileNetV2")], "columns": []}
     }
@@ -353,7 +353,7 @@ def test_train_page_starts_a_run_from_an_earlier_run(ready):
     at = app_on("train", dataset_id=ready["dataset_id"], model_config=START_FROM_MODEL)
     no_exception(at)
     picker = at.selectbox(key="train_start_from")
-    assert picker.options[0].startswith("The pretrained backbone")
+    assert picker.options[0].startswith("The pretrained model")
     assert any("tiny run" in option for option in picker.options)
     picker.set_value(ready["run_id"])
     at.run()

@@ -29,12 +29,12 @@ def test_offline_backbone_choice_sticks_and_the_sidebar_follows(page, screenshot
     page.get_by_role("button", name="Use EfficientNet-Lite0").click()
     page.get_by_test_id("stSidebarUserContent").get_by_text("EfficientNet-Lite0").wait_for()
     wait_idle(page)
-    page.get_by_test_id("stButtonGroup").get_by_text("Head + top blocks").click()
+    page.get_by_test_id("stButtonGroup").get_by_text("Last layer + top blocks").click()
     page.get_by_text("Blocks to retrain").wait_for()
     wait_idle(page)
     # The next change keeps the offline backbone, and the sidebar shows it at once.
     side = sidebar_text(page)
-    assert "EfficientNet-Lite0" in side and "+ head" in side, side
+    assert "EfficientNet-Lite0" in side and "+ new last layer" in side, side
     banner = page.get_by_test_id("stAlertContentSuccess").last.inner_text()
     assert "EfficientNet-Lite0" in banner and "top blocks" in banner, banner
     assert page.get_by_text("cannot be downloaded").count() == 0

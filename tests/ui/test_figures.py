@@ -117,7 +117,12 @@ def test_block_diagram_greys_frozen_blocks_and_colours_the_head():
         figures.TRAINABLE_COLOR,
         figures.HEAD_COLOR,
     ]
-    assert list(fig.layout.xaxis.ticktext) == ["stem", "block1", "block2", "head"]
+    assert list(fig.layout.xaxis.ticktext) == [
+        "First layers",
+        "Block 1",
+        "Block 2",
+        "New last layer",
+    ]
 
 
 def test_compare_figure_draws_one_line_per_run():
@@ -200,7 +205,10 @@ def test_setting_differences_use_plain_names_and_skip_unused_fine_tune_settings(
     assert not any("." in name or "_" in name for name in table.index)
     tuned = dict(other, fine_tune_epochs=3, fine_tune_trainable="top:2")
     table = runs_view.setting_differences({"a": head, "b": tuned})
-    assert list(table.loc["Fine-tune: what learns"]) == ["not used", "top 2 blocks + head"]
+    assert list(table.loc["Fine-tune: what learns"]) == [
+        "not used",
+        "last 2 blocks + new last layer",
+    ]
     assert list(table.loc["Fine-tune epochs"]) == ["0", "3"]
     every = runs_view.settings_table({"a": head, "b": tuned})
     assert "Random contrast" in every.columns and "model.augment.contrast" not in every.columns
@@ -247,3 +255,17 @@ def test_block_diagram_shows_only_powers_of_ten_on_its_log_axis():
     ]
     axis = block_diagram_figure(blocks, title="t").layout.yaxis
     assert axis.type == "log" and axis.dtick == 1
+
+
+def test_block_diagram_names_blocks_in_readable_words():
+    blocks = [
+        {"name": "stem", "params": 900, "trainable": False},
+        {"name": "block6a", "params": 20_000, "trainable": False},
+        {"name": "conv5_block3", "params": 30_000, "trainable": True},
+        {"name": "top", "params": 4_000, "trainable": True},
+        {"name": "head", "params": 250_000, "trainable": True},
+    ]
+    ticks = list(figures.block_diagram_figure(blocks).layout.xaxis.ticktext)
+    assert ticks == ["First layers", "Block 6a", "Conv5 block 3", "Final layers", "New last layer"]
+    # Hover keeps the readable name too; the colour still marks the head.
+    assert figures.block_diagram_figure(blocks).data[0].marker.color[-1] == figures.HEAD_COLOR
