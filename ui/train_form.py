@@ -171,7 +171,7 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
             "Name this run (optional)",
             saved.get("name", ""),
             key="train_name",
-            placeholder="e.g. first try, head only",
+            placeholder="e.g. first try, last layer only",
         )
         start = c[1].form_submit_button(
             "Start training",

@@ -103,6 +103,7 @@ def visible_words(at) -> list[str]:
             if label is None and hasattr(element, "proto"):
                 label = getattr(element.proto, "label", "")
             words.append(str(label or ""))
+            words.append(str(getattr(getattr(element, "proto", None), "placeholder", "") or ""))
             words.extend(_options(element))
     for frame in at.dataframe:
         try:
