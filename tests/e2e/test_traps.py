@@ -95,3 +95,35 @@ def test_kept_webcam_pictures_and_the_weights_check_before_start(fresh, screensh
     assert "MobileNetV2" in sidebar_text(page)  # the sidebar is there on every page
     assert page.get_by_role("button", name="Start training").is_disabled()
     shot(page, screenshots, "train-weights-check")
+
+
+def test_the_train_page_shows_the_queue_with_controls_for_both_runs(fresh, screenshots):
+    from core.runs.store import list_runs
+    from core.training.jobs import cancel_run
+
+    page, home = fresh
+    load_sample(page)
+    nav(page, "Train")
+    wait_idle(page)
+    try:
+        for name in ("first run", "second run"):
+            page.get_by_label("Name this run (optional)").fill(name)
+            page.get_by_role("button", name="Start training").click()
+            wait_idle(page)
+            page.get_by_text(name).first.wait_for(timeout=60_000)
+        page.get_by_text("Runs in progress").first.wait_for(timeout=60_000)
+        page.get_by_text("place 1 of 1 in the queue").first.wait_for(timeout=120_000)
+        page.get_by_text("Training (").first.wait_for(timeout=120_000)
+        assert page.locator("[class*='st-key-train_queue_cancel_']").count() == 2
+        assert page.locator("[class*='st-key-train_queue_show_']").count() == 2
+        shot(page, screenshots, "train-runs-in-progress")
+        queued = next(r for r in list_runs(home / "runs") if r.status.state == "queued")
+        page.locator(f".st-key-train_queue_cancel_{queued.run_id} button").first.click()
+        page.get_by_text("place 1 of 1 in the queue").first.wait_for(
+            state="detached", timeout=60_000
+        )
+        assert page.locator("[class*='st-key-train_queue_cancel_']").count() == 1
+        shot(page, screenshots, "train-runs-in-progress-after-cancel")
+    finally:
+        for info in list_runs(home / "runs"):
+            cancel_run(info.run_id, root=home / "runs", wait=True)
