@@ -265,15 +265,14 @@ def train_panel(counts: dict[str, int]) -> None:
             st.fragment(run_every=PROGRESS_EVERY_S)(_progress)(run_id, True)
         else:
             _progress(run_id, False)
-    links = st.columns(2)
     if st.session_state["quick_dataset_id"]:
-        links[0].page_link("pages/data.py", label="Open in Data", icon=":material/photo_library:")
+        st.page_link("pages/data.py", label="Open in Data", icon=":material/photo_library:")
     if run_id:
-        links[1].page_link(
-            "pages/train.py", label="Open in Train", icon=":material/model_training:"
-        )
+        st.page_link("pages/train.py", label="Open in Train", icon=":material/model_training:")
         if status is not None and status.state == "completed":
-            links[0].page_link("pages/evaluate.py", label="Evaluate", icon=":material/fact_check:")
+            st.page_link(
+                "pages/evaluate.py", label="Open in Evaluate", icon=":material/fact_check:"
+            )
 
 
 def _progress(run_id: str, was_active: bool) -> None:
@@ -293,7 +292,9 @@ def _progress(run_id: str, was_active: bool) -> None:
     phase = PHASE_NAMES.get(status.phase, status.phase)
     badge = STATE_BADGES.get(status.state, status.state)
     st.markdown(f"{badge} &nbsp; {phase if status.state == 'running' else ''}")
-    st.progress(status.progress, text=f"Epoch {status.epoch} of {status.total_epochs}")
+    # Auto epochs are an upper bound: the head stops once it stops improving.
+    bound = "at most " if status.active and config_patience(run_id) else ""
+    st.progress(status.progress, text=f"Epoch {status.epoch} of {bound}{status.total_epochs}")
     best = run_view.best_val_accuracy(events)
     metrics = st.columns(2)
     metrics[0].metric("Epoch", f"{status.epoch} / {status.total_epochs}")
@@ -311,6 +312,16 @@ def _progress(run_id: str, was_active: bool) -> None:
         st.markdown("\n".join(f"- {tip}" for tip in run_view.failure_advice(status.message)))
     elif status.state in ("interrupted", "cancelled"):
         st.warning(md(status.message or f"The run was {status.state}: press Train again."))
+
+
+def config_patience(run_id: str) -> int:
+    """The run's early-stopping patience (0 when it cannot be read or is off)."""
+    from core.runs.store import read_config
+
+    try:
+        return read_config(engine.run_folder(run_id)).effective_patience
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 def preview_panel() -> None:

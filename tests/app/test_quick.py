@@ -8,6 +8,7 @@ with Quick mode's defaults (offline EfficientNet-Lite0, head only).
 from __future__ import annotations
 
 import io
+import re
 import time
 
 from PIL import Image
@@ -136,6 +137,8 @@ def test_train_creates_the_dataset_and_runs_the_fast_defaults():
         assert at.progress, "no training progress shown"
         links = {link.proto.label for link in at.get("page_link")}
         assert {"Open in Data", "Open in Train"} <= links
+        shown = [bar.proto.text for bar in at.progress]
+        assert any(re.fullmatch(r"Epoch \d+ of at most \d+", text) for text in shown), shown
         assert _wait(run_id) == "completed", read_status(run_dir(run_id)).message
     finally:
         from core.training.jobs import cancel_run

@@ -196,3 +196,109 @@ def test_hold_to_record_keeps_about_ten_frames_a_second_and_undoes(browser, tmp_
         context.close()
         instance.close()
     assert not errors, errors
+
+
+QUICK_FLOW_LIMIT_S = 120
+HOLD_MS = 1500
+
+
+def _recorder(page, index: int):
+    """The frame of the ``index``-th card's recorder, once its page script is loaded."""
+    frames = page.locator("iframe[title='ui.hold_record.hold_record']")
+    frames.nth(index).wait_for(timeout=120_000)
+    frame = frames.nth(index).element_handle().content_frame()
+    frame.wait_for_selector("#start")
+    return frame
+
+
+def _timed(what: str, times: dict[str, list[float]], started: float) -> float:
+    elapsed = time.perf_counter() - started
+    times.setdefault(what, []).append(elapsed)
+    return elapsed
+
+
+def test_quick_mode_records_trains_and_predicts_live(browser, tmp_path):
+    """Empty app -> Quick mode: 3 classes recorded, Train, live answer, all in one page."""
+    home = tmp_path / "home"
+    home.mkdir()
+    instance = browser.browser_type.launch(executable_path=CHROMIUM, args=CAMERA_ARGS)
+    context = instance.new_context(viewport={"width": 1440, "height": 1400})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    times: dict[str, list[float]] = {}
+    try:
+        with running_server(home) as url:
+            started = time.perf_counter()
+            page.goto(f"{url}/quick")
+            page.get_by_role("heading", name="Quick mode").first.wait_for(timeout=120_000)
+            _recorder(page, 1)
+            page.screenshot(path=str(SCREENSHOTS / "quick-1-start.png"), full_page=True)
+            train = page.get_by_role("button", name="Train")
+            assert train.is_disabled()
+
+            clicked = time.perf_counter()
+            page.get_by_role("button", name="Add a class").click()
+            page.locator("iframe[title='ui.hold_record.hold_record']").nth(2).wait_for()
+            _timed("add a class -> new card", times, clicked)
+
+            labels = ["Class 1", "Class 2", "Class 3"]
+            for index, label in enumerate(labels):
+                frame = _recorder(page, index)
+                frame.click("#start")
+                frame.wait_for_selector("#record:not([disabled])")
+                assert frame.inner_text("#record") == f"Hold to record “{label}”"
+                box = frame.locator("#record").bounding_box()
+                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                pressed = time.perf_counter()
+                page.mouse.down()
+                frame.wait_for_selector("body[data-recording='true']")
+                _timed("record press -> recording shown", times, pressed)
+                page.wait_for_timeout(HOLD_MS)
+                page.mouse.up()
+                released = time.perf_counter()
+                frame.wait_for_selector("body[data-recording='false'][data-pending='0']")
+                captured = int(frame.get_attribute("body", "data-captured"))
+                assert captured >= 8, captured
+                page.get_by_text(f"{captured} picture(s)", exact=True).first.wait_for()
+                _timed("record release -> count on the card", times, released)
+                assert _stored(home, label) == captured
+            page.screenshot(path=str(SCREENSHOTS / "quick-2-recorded.png"), full_page=True)
+
+            assert train.is_enabled()
+            clicked = time.perf_counter()
+            train.click()
+            page.get_by_text(re.compile(r"Reading your pictures|Epoch \d+ of \d+")).first.wait_for()
+            _timed("train click -> progress shown", times, clicked)
+            page.get_by_text(re.compile(r"Epoch \d+ of \d+")).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / "quick-3-training.png"), full_page=True)
+
+            live = _component_frame(page, "ui.live_predict.live")
+            live.wait_for_selector("body[data-ready='true']", timeout=300_000)
+            live.click("#start")
+            live.wait_for_selector("body[data-classified]:not([data-classified='0'])")
+            answer = live.inner_text("#top-label")
+            flow = time.perf_counter() - started
+            assert answer in labels, answer
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(SCREENSHOTS / "quick-4-preview.png"), full_page=True)
+
+            # The full pages get the same dataset and run.
+            page.get_by_role("link", name="Open in Train").click()
+            page.get_by_role("heading", name="Train").first.wait_for()
+            page.get_by_text("Quick mode", exact=False).first.wait_for()
+            assert "run=" in page.url
+            page.locator(".js-plotly-plot").first.wait_for()
+            page.screenshot(path=str(SCREENSHOTS / "quick-5-open-in-train.png"), full_page=True)
+    finally:
+        context.close()
+        instance.close()
+    assert not errors, errors
+    for what, values in times.items():
+        print(f"\n{what}: " + ", ".join(f"{v:.2f} s" for v in values), end="")
+    print(f"\nclassroom flow (quick mode): {flow:.1f} s (page opened -> first live answer)")
+    assert flow < QUICK_FLOW_LIMIT_S, flow
+    assert max(times["record release -> count on the card"]) < 5
+    assert max(times["train click -> progress shown"]) < 5
