@@ -139,6 +139,10 @@ def test_train_creates_the_dataset_and_runs_the_fast_defaults():
         assert {"Open in Data", "Open in Train"} <= links
         shown = [bar.proto.text for bar in at.progress]
         assert any(re.fullmatch(r"Epoch \d+ of at most \d+", text) for text in shown), shown
+        at.switch_page("pages/data.py")
+        at.run()
+        no_exception(at)
+        assert at.selectbox(key=f"data_pick_{dataset_id}").value == dataset_id
         assert _wait(run_id) == "completed", read_status(run_dir(run_id)).message
     finally:
         from core.training.jobs import cancel_run

@@ -276,8 +276,12 @@ def test_quick_mode_records_trains_and_predicts_live(camera_tab, tmp_path):
         page.get_by_text(re.compile(r"Epoch \d+ of (at most )?\d+")).first.wait_for(timeout=60_000)
         page.screenshot(path=str(SCREENSHOTS / "quick-3-training.png"), full_page=True)
 
+        page.get_by_text("Trained. Try it in the preview.").wait_for(timeout=300_000)
+        _timed("train click -> run completed", times, clicked)
+        trained = time.perf_counter()
         live = _component_frame(page, "ui.live_predict.live")
         live.wait_for_selector("body[data-ready='true']", timeout=300_000)
+        _timed("run completed -> browser model ready (web export)", times, trained)
         live.click("#start")
         live.wait_for_selector("body[data-classified]:not([data-classified='0'])")
         answer = live.inner_text("#top-label")
