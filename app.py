@@ -20,6 +20,7 @@ mark_routed()
 
 PAGES = [
     ("pages/home.py", "Home", ":material/home:"),
+    ("pages/quick.py", "Quick mode", ":material/bolt:"),
     ("pages/data.py", "Data", ":material/photo_library:"),
     ("pages/model.py", "Model", ":material/account_tree:"),
     ("pages/train.py", "Train", ":material/model_training:"),

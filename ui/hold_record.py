@@ -7,6 +7,7 @@ component is told what was stored so it stops re-sending it. The last bursts can
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import streamlit as st
@@ -20,16 +21,20 @@ FRAME_INTERVAL_MS = 100
 SEND_INTERVAL_MS = 500
 
 
-def hold_to_record(label: str, *, key: str) -> None:
+def hold_to_record(label: str, *, key: str, stored: Mapping[str, int] | None = None) -> None:
     """Renders the recorder for class ``label`` and keeps what it sends; offers an undo.
 
     Args:
         label: The class the next pictures go into ("" when none is named yet).
         key: Widget key of the component (its state keys derive from it).
+        stored: Pictures per class already in a dataset, added to the draft counts the
+            recorder shows (Quick mode's classes keep counting after Train).
     """
     acked: dict[str, int] = st.session_state.setdefault(f"{key}_acked", {})
     bursts: list[tuple[str, list[Path]]] = st.session_state.setdefault(f"{key}_bursts", [])
-    counts = {name: len(paths) for name, paths in drafts.list_shots().items()}
+    counts = dict(stored or {})
+    for name, paths in drafts.list_shots().items():
+        counts[name] = counts.get(name, 0) + len(paths)
     recorder = components.declare_component("hold_record", path=str(FRONTEND))
     value = recorder(
         label=label,

@@ -120,6 +120,28 @@ def keep_frames(frames: list[Frame]) -> Kept:
     return kept
 
 
+def keep_files(label: str, files: list[tuple[str, bytes]]) -> Kept:
+    """Checks uploaded pictures like any upload and keeps them as drafts of class ``label``.
+
+    Args:
+        label: The class the pictures go into.
+        files: ``(file name, bytes)`` pairs.
+
+    Returns:
+        The kept pictures (one burst, key ``"upload"``) and the refusals, each naming the file.
+    """
+    kept = Kept()
+    for name, data in files:
+        try:
+            check_image(data)
+            path = drafts.add_shot(label, data)
+        except (ImageRejected, ValueError) as error:
+            kept.refused.append(f"“{name}” was not kept: {error}")
+            continue
+        kept.bursts.setdefault("upload", (label, []))[1].append(path)
+    return kept
+
+
 def undo_burst(paths: list[Path]) -> int:
     """Deletes the pictures of one burst that are still there; returns how many.
 

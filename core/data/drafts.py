@@ -129,6 +129,25 @@ def _drop_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def rename_shots(old: str, new: str) -> int:
+    """Moves the kept pictures of class ``old`` into class ``new``; returns how many.
+
+    Pictures already kept for ``new`` stay; those of ``old`` are added after them.
+
+    Raises:
+        ValueError: If ``new`` is not a usable class name.
+    """
+    new = clean_label(new)
+    if old == new:
+        return 0
+    moved = 0
+    for path in list_shots().get(old, []):
+        add_shot(new, path.read_bytes())
+        delete_shot(path)
+        moved += 1
+    return moved
+
+
 def clear_shots(label: str | None = None) -> int:
     """Deletes the kept pictures of ``label`` (all classes when None); returns how many."""
     removed = 0

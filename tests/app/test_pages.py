@@ -22,7 +22,7 @@ from core.data.sample import write_class_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
-OWN_PAGES = ["home", "data", "model", "train", "runs"]
+OWN_PAGES = ["home", "quick", "data", "model", "train", "runs"]
 EVAL_PAGES = [
     name for name in ("evaluate", "predict", "export") if (ROOT / "pages" / f"{name}.py").exists()
 ]

@@ -99,3 +99,10 @@ def test_undo_removes_exactly_the_burst_and_refuses_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="Not a kept webcam picture"):
         capture.undo_burst([foreign])
     assert foreign.read_bytes() == b"mine"
+
+
+def test_uploaded_files_are_checked_and_kept_as_drafts_of_their_class():
+    good = base64.b64decode(_jpeg_b64(7).partition(",")[2])
+    kept = capture.keep_files("cat", [("a.jpg", good), ("broken.jpg", good[:40])])
+    assert kept.count == 1 and len(drafts.list_shots()["cat"]) == 1
+    assert len(kept.refused) == 1 and "“broken.jpg” was not kept" in kept.refused[0]

@@ -48,3 +48,15 @@ def test_unreadable_label_files_are_skipped():
 def test_bad_input_is_refused(label, data):
     with pytest.raises(ValueError):
         drafts.add_shot(label, data)
+
+
+def test_rename_moves_the_pictures_after_those_of_the_new_name():
+    drafts.add_shot("old", b"1")
+    drafts.add_shot("old", b"2")
+    drafts.add_shot("new", b"0")
+    assert drafts.rename_shots("old", " new ") == 2
+    shots = drafts.list_shots()
+    assert list(shots) == ["new"] and [p.read_bytes() for p in shots["new"]] == [b"0", b"1", b"2"]
+    assert drafts.rename_shots("new", "new") == 0
+    with pytest.raises(ValueError):
+        drafts.rename_shots("new", "   ")
