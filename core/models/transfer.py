@@ -368,7 +368,8 @@ def assign_blocks(spec: BackboneSpec, layer_names: list[str]) -> list[str]:
     return blocks
 
 
-def _block_groups(model: keras.Model) -> list[tuple[str, list[keras.layers.Layer]]]:
+def block_groups(model: keras.Model) -> list[tuple[str, list[keras.layers.Layer]]]:
+    """The backbone's top-level layers grouped by block, in model order (stem first)."""
     spec = get_backbone(backbone_name(model))
     backbone = model.get_layer("backbone")
     layers = list(backbone.layers)
@@ -408,7 +409,7 @@ def set_trainable(model: keras.Model, trainable: str) -> None:
     if policy == "head":
         backbone.trainable = False
         return
-    groups = _block_groups(model)
+    groups = block_groups(model)
     blocks = [name for name, _ in groups if name != STEM]
     if policy == "top" and count > len(blocks):
         raise ValueError(
@@ -451,7 +452,7 @@ def block_table(model: keras.Model) -> list[dict[str, Any]]:
         ``trainable`` is True when any weight of the block trains.
     """
     rows = []
-    for name, layers in _block_groups(model):
+    for name, layers in block_groups(model):
         params = sum(_size(layer.weights) for layer in layers)
         train = sum(_size(layer.trainable_weights) for layer in layers)
         rows.append(

@@ -71,6 +71,8 @@ class LiveMetrics(keras.callbacks.Callback):
         fast_path: Whether this fit trains the head on precomputed backbone features; every
             event says so (``"fast_path"``), because its ``images_per_second`` then counts
             feature vectors through the head, not images through the whole network.
+        fast_finetune: Whether this fit trains the top blocks on cached activations of the
+            frozen bottom (``"fast_finetune"`` in every event, for the same reason).
     """
 
     def __init__(
@@ -83,9 +85,11 @@ class LiveMetrics(keras.callbacks.Callback):
         phase: str,
         batch_interval: float = 0.3,
         fast_path: bool = False,
+        fast_finetune: bool = False,
     ) -> None:
         super().__init__()
         self.fast_path = bool(fast_path)
+        self.fast_finetune = bool(fast_finetune)
         self.emit = emit
         self.update_status = update_status
         self.batch_size = batch_size
@@ -136,6 +140,7 @@ class LiveMetrics(keras.callbacks.Callback):
                 "accuracy": _clean(values.get("accuracy")),
                 "images_per_second": round(step * self.batch_size / elapsed, 2),
                 "fast_path": self.fast_path,
+                "fast_finetune": self.fast_finetune,
                 "phase": self.phase,
                 "time": time.time(),
             }
@@ -162,6 +167,7 @@ class LiveMetrics(keras.callbacks.Callback):
             "seconds": round(now - self._epoch_start, 4),
             "images_per_second": round(steps * self.batch_size / seconds, 2) if seconds else None,
             "fast_path": self.fast_path,
+            "fast_finetune": self.fast_finetune,
             "phase": self.phase,
             "time": time.time(),
         }

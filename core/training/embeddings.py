@@ -104,7 +104,8 @@ def compute_embeddings(
         should_stop: Called after each batch; raises to abandon the pass (cancel).
 
     Returns:
-        ``(N, feature_dim)`` float32.
+        ``(N, feature_dim)`` float32 (``(N, *shape)`` for an extractor with a spatial output,
+        such as the frozen bottom of a cut backbone).
     """
     if method not in ALL_METHODS:
         raise ValueError(f"method must be one of {set(ALL_METHODS)}. Received: method={method!r}")
@@ -129,7 +130,7 @@ def compute_embeddings(
             output = extractor.predict_on_batch(batch)
         features = np.asarray(output, dtype="float32")[:rows]
         if out is None:
-            out = np.empty((total, features.shape[-1]), dtype="float32")
+            out = np.empty((total, *features.shape[1:]), dtype="float32")
         out[start : start + rows] = features
         if progress is not None:
             progress(min(start + batch_size, total), total, "Computing embeddings")
@@ -253,11 +254,18 @@ def views_key(base_key: str, augment: AugmentConfig, seed: int) -> str:
     return f"{base_key}-views{augment.views}-{digest}"
 
 
-def augmented_extractor(model, augment: AugmentConfig, seed: int):
+def augmented_extractor(model, augment: AugmentConfig, seed: int, *, through=None):
     """Raw image -> random augmentation (always on) -> pooled features, sharing ``model``'s weights.
 
     The augmentation layers are new ones built from ``augment`` with ``seed`` (so a rerun
     draws the same views); the backbone runs in inference mode as in training.
+
+    Args:
+        model: The transfer model.
+        augment: The augmentation recipe.
+        seed: Seed of the random layers.
+        through: A model from raw images to use after the augmentation instead of
+            preprocess -> backbone -> pool (the frozen bottom of a cut backbone).
     """
     import keras
 
@@ -272,6 +280,8 @@ def augmented_extractor(model, augment: AugmentConfig, seed: int):
 
     inputs = keras.Input(model.input_shape[1:], name="image")
     x = AlwaysAugment(name="always_augment")(inputs)
+    if through is not None:
+        return keras.Model(inputs, through(x), name="augmented_bottom")
     x = model.get_layer("preprocess")(x)
     x = model.get_layer("backbone")(x, training=False)
     x = model.get_layer("pool")(x)

@@ -76,7 +76,8 @@ class ViewFeeder(keras.utils.PyDataset):
     """Feeds batches of cached augmented views: one randomly drawn view per image per epoch.
 
     Args:
-        views: ``(K, N, dim)`` array; ``views[k, i]`` is view ``k`` of image ``i``.
+        views: ``(K, N, ...)`` array; ``views[k, i]`` is view ``k`` of image ``i`` (a feature
+            vector, or an activation map; may be memory-mapped).
         targets: One-hot targets, one row per image.
         batch_size: Images per batch.
         seed: Seed of the view draws and the shuffling.
@@ -93,13 +94,14 @@ class ViewFeeder(keras.utils.PyDataset):
         sample_weights: np.ndarray | None = None,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
-        if views.ndim != 3 or views.shape[1] != len(targets):
+        if views.ndim < 3 or views.shape[1] != len(targets):
             raise ValueError(
-                "views must be (K, N, dim) with N equal to the number of targets. Received: "
+                "views must be (K, N, ...) with N equal to the number of targets. Received: "
                 f"views of shape {views.shape} and {len(targets)} targets"
             )
-        # Views are small (K x N x dim floats): held in memory, gathered without a copy per row.
-        self.views = np.asarray(views, dtype="float32")
+        # Feature views are small and come in memory; activation views stay memory-mapped and
+        # are converted a batch at a time.
+        self.views = views
         self.targets = np.asarray(targets, dtype="float32")
         self.batch_size = int(batch_size)
         self.sample_weights = sample_weights
@@ -116,7 +118,8 @@ class ViewFeeder(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         picks = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = self.views[self._view[picks], picks]
+        x = np.asarray(self.views[self._view[picks], picks], dtype="float32")
+        release_pages(self.views)
         y = self.targets[picks]
         if self.sample_weights is None:
             return x, y

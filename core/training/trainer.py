@@ -48,6 +48,8 @@ from core.runs.store import (
     best_path,
     epoch_events,
 )
+from core.training.activations import ActivationCache
+from core.training.cached_top import FastFinetuneDecision, prepare_cached_top
 from core.training.context import RunContext
 from core.training.devices import describe_devices
 from core.training.distribute import (
@@ -68,6 +70,7 @@ from core.training.embeddings import (
     views_key,
 )
 from core.training.feeder import ArrayFeeder, ViewFeeder
+from core.training.out_of_memory import smaller_batch
 
 if TYPE_CHECKING:
     import keras
@@ -365,8 +368,11 @@ def _fit_inputs(
     phase: Phase,
     dist: Distribution,
     views: np.ndarray | None = None,
+    activations: ActivationCache | None = None,
 ) -> tuple[dict[str, Any], int]:
     """``fit`` keyword arguments for the phase's inputs, and the steps per epoch."""
+    if activations is not None:
+        return _activation_inputs(config, data, phase, activations)
     if dist.workers > 1:
         return worker_inputs(
             dist,
@@ -431,6 +437,35 @@ def _fit_inputs(
         source, val_rows, val_targets, batch, sample_weights=val_weights, dtype="float32"
     )
     return {"x": train_feed, "validation_data": val_feed}, len(train_feed)
+
+
+def _activation_inputs(
+    config: TrainConfig, data: TrainingData, phase: Phase, activations: ActivationCache
+) -> tuple[dict[str, Any], int]:
+    """``fit`` inputs of a phase fine-tuning on cached activations (or their augmented views)."""
+    seed = config.seed + phase.index
+    if activations.views is not None:
+        train: Any = ViewFeeder(
+            activations.views,
+            data.train_targets,
+            config.batch_size,
+            seed=seed,
+            sample_weights=data.sample_weights,
+        )
+    else:
+        train = ArrayFeeder(
+            activations.train,
+            np.arange(len(data.train_rows)),
+            data.train_targets,
+            config.batch_size,
+            shuffle=True,
+            seed=seed,
+            sample_weights=data.sample_weights,
+        )
+    val = ArrayFeeder(
+        activations.val, np.arange(len(data.val_rows)), data.val_targets, config.batch_size
+    )
+    return {"x": train, "validation_data": val}, len(train)
 
 
 def _embed(
@@ -582,12 +617,8 @@ def run_phase(
     on the image cache. The phase's backup lets a resumed run continue mid-phase.
     """
     from core.models.transfer import head_of, set_trainable
-    from core.training.backup import AsyncBackupAndRestore
-    from core.training.callbacks import LiveMetrics
 
     dist = dist or Distribution()
-    checkpoints = ctx.folder / CHECKPOINTS_DIR
-    end_epoch = first_epoch + phase.epochs
     ctx.set(total_epochs=total_epochs)
     set_trainable(model, phase.trainable)
     fast = uses_fast_path(config, phase)
@@ -600,13 +631,75 @@ def run_phase(
             "Augmented views are cached for one device; with several devices every epoch "
             "augments and runs the whole model."
         )
+    decision = None
     if fast:
         fit_model, source = head_of(model), _embed(config, ctx, data, model, dist)
         if uses_augmented_views(config, phase):
             views = _augmented_views(config, ctx, data, model)
     else:
+        decision = prepare_cached_top(config, ctx, data, model, phase.trainable, dist)
+        ctx.note(("Fast fine-tuning: " if decision.applies else "") + decision.reason)
         fit_model, source = model, data.cache.array
-    inputs, steps = _fit_inputs(config, data, source, fast, phase, dist, views)
+        if decision.cached is not None:
+            fit_model = decision.cached.top
+    batch_size = config.batch_size
+    while True:
+        try:
+            return _fit_phase(
+                dataclasses.replace(config, batch_size=batch_size),
+                ctx,
+                phase,
+                fit_model=fit_model,
+                source=source,
+                fast=fast,
+                views=views,
+                decision=decision,
+                data=data,
+                saver=saver,
+                first_epoch=first_epoch,
+                jit_compile=jit_compile,
+                resume=resume,
+                dist=dist,
+            )
+        except Exception as error:
+            smaller = smaller_batch(error, batch_size)
+            if smaller is None or dist.workers > 1:
+                raise
+            ctx.note(
+                f"Out of memory at batch size {batch_size} ({phase.name}); retrying at "
+                f"batch size {smaller}."
+            )
+            batch_size = smaller
+            ctx.summary["batch_size"] = batch_size
+
+
+def _fit_phase(
+    config: TrainConfig,
+    ctx: RunContext,
+    phase: Phase,
+    *,
+    fit_model: keras.Model,
+    source: Any,
+    fast: bool,
+    views: np.ndarray | None,
+    decision: FastFinetuneDecision | None,
+    data: TrainingData,
+    saver: Any,
+    first_epoch: int,
+    jit_compile: Any,
+    resume: bool,
+    dist: Distribution,
+) -> PhaseResult:
+    """Compiles ``fit_model`` and fits one phase at ``config.batch_size``."""
+    from core.training.backup import AsyncBackupAndRestore
+    from core.training.callbacks import LiveMetrics
+
+    checkpoints = ctx.folder / CHECKPOINTS_DIR
+    end_epoch = first_epoch + phase.epochs
+    cached = decision.cached if decision is not None else None
+    inputs, steps = _fit_inputs(
+        config, data, source, fast, phase, dist, views, cached.cache if cached else None
+    )
     optimizer = make_optimizer(config, phase.learning_rate, steps * phase.epochs)
     _compile(fit_model, config, optimizer, jit_compile)
     if not fit_model.built:
@@ -618,6 +711,7 @@ def run_phase(
         steps_per_epoch=steps,
         phase=phase.name,
         fast_path=fast,
+        fast_finetune=cached is not None,
     )
     backup = AsyncBackupAndRestore(checkpoints / f"phase{phase.index}")
     callbacks = _callbacks(config, ctx, phase, backup, live, saver)
@@ -631,9 +725,12 @@ def run_phase(
             "last_epoch": end_epoch,
             "trainable": phase.trainable,
             "learning_rate": phase.learning_rate,
+            "batch_size": config.batch_size,
             "early_stopping_patience": phase.patience,
             "augmented_views": views.shape[0] if views is not None else 0,
             "fast_path": fast,
+            "fast_finetune": cached is not None,
+            "fast_finetune_reason": decision.reason if decision is not None else "",
             "resumed": resume,
             "time": time.time(),
         }

@@ -54,41 +54,10 @@ from core.training.context import (
 )
 from core.training.devices import gpu_queue_mode, visible_gpus
 from core.training.distribute import collective_timeout, is_worker_lost, read_cluster
+from core.training.out_of_memory import is_out_of_memory, out_of_memory_message
 from core.workspace import current_user, shared_root
 
 DEVICE_LOCK_ENV = "TRANSFER_STUDIO_DEVICE"
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """True when ``error`` (or what caused it) is an allocation failure of any backend."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, MemoryError):
-            return True
-        if "ResourceExhausted" in type(current).__name__:
-            return True
-        text = str(current)
-        if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
-            return True
-        if "OOM when allocating" in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def out_of_memory_message(batch_size: int, phase: str = "") -> str:
-    """The sentence shown when a run ran out of memory."""
-    where = {
-        "loading": " while building the model",
-        "caching": " while caching images",
-        "embedding": " while computing embeddings",
-    }.get(phase, "")
-    return (
-        f"Out of memory at batch size {batch_size}{where}; try {max(1, batch_size // 2)}, "
-        "or a smaller image size, backbone or head."
-    )
 
 
 def _kept_model_sentence(folder: Path) -> str:

@@ -21,7 +21,8 @@ from core.runs.store import (
 )
 from core.training.callbacks import FIRST_STEP_MESSAGE
 from core.training.jobs import cancel_run, prepare_resume, resume_run, start_run
-from core.training.worker import is_out_of_memory, out_of_memory_message, run_worker
+from core.training.out_of_memory import is_out_of_memory, out_of_memory_message
+from core.training.worker import run_worker
 from tests.helpers.training import make_dataset, small_config, wait_for, worker_log
 
 pytestmark = pytest.mark.slow
