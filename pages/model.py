@@ -219,7 +219,14 @@ dropout = h[2].slider(
 tables = model_view.block_tables(
     backbone, size, pooling, (units,) if units else (), max(n_classes, 2)
 )
-blocks, params = tables.get(trainable, tables["all"])
+blocks, params, cut = tables.get(trainable, tables["all"])
+if policy == "top":
+    views = current.augment.views if current.augment.enabled else 0
+    diagram_slot.caption(
+        model_view.fast_finetune_caption(
+            cut, pretrained=weights != "none", n_train=n_train, n_val=n_val, views=views
+        )
+    )
 d = diagram_slot.columns([3, 1], vertical_alignment="center")
 d[0].plotly_chart(
     block_diagram_figure(

@@ -113,8 +113,11 @@ def block_tables(
     Builds the architecture once with random weights (no download) and applies each choice.
 
     Returns:
-        ``{"head": (blocks, counts), "top:1": ..., "all": ...}``.
+        ``{"head": (blocks, counts, cut), "top:1": ..., "all": ...}``; ``cut`` says whether
+        fast fine-tuning can cache the frozen part: ``{"possible", "reason", "values"}``
+        (numbers kept per image).
     """
+    from core.models.cut import find_cut
     from core.models.transfer import (
         block_table,
         build_model,
@@ -138,8 +141,46 @@ def block_tables(
         blocks = [
             {k: row[k] for k in ("name", "params", "trainable")} for row in block_table(model)
         ]
-        tables[policy] = (blocks, parameter_counts(model))
+        plan = find_cut(model, policy, require_pretrained=False)
+        cut = {"possible": plan.possible, "reason": plan.reason, "values": plan.values_per_image}
+        tables[policy] = (blocks, parameter_counts(model), cut)
     return tables
+
+
+def fast_finetune_caption(
+    cut: dict[str, Any], *, pretrained: bool, n_train: int, n_val: int, views: int
+) -> str:
+    """What fast fine-tuning will do for a "top blocks" choice, with the disk it needs.
+
+    Args:
+        cut: The choice's ``cut`` from :func:`block_tables`.
+        pretrained: Whether training starts from pretrained weights.
+        n_train: Training images.
+        n_val: Validation images.
+        views: Augmented copies per training image (0: augmentation off).
+    """
+    from core.training.activations import budget_bytes, cache_bytes, describe_bytes
+
+    if not pretrained:
+        return (
+            ":material/info: No fast fine-tuning: random weights keep learning in every layer, "
+            "so each epoch runs the whole network."
+        )
+    if not cut["possible"]:
+        return f":material/info: No fast fine-tuning: {cut['reason']}"
+    need = cache_bytes(cut["values"], n_train, n_val, views=views)
+    budget = budget_bytes()
+    if need > budget:
+        return (
+            f":material/info: No fast fine-tuning: keeping the frozen layers' output would take "
+            f"{describe_bytes(need)}, more than the {describe_bytes(budget)} allowed. Fewer "
+            "blocks, a smaller image size or fewer augmented copies make it fit."
+        )
+    return (
+        ":material/bolt: **Fast fine-tuning**: the frozen layers run once over your images and "
+        f"their output is kept (about {describe_bytes(need)} on disk); each epoch then trains "
+        "only the chosen blocks and the last layer, several times faster."
+    )
 
 
 @st.cache_data(show_spinner="Augmenting a few of your images…", max_entries=32)

@@ -75,6 +75,11 @@ FEATURES_HELP = (
     "second through the whole network."
 )
 IMAGES_HELP = "Training images per second through the whole network (validation excluded)."
+FAST_FINETUNE_HELP = (
+    "Fast fine-tuning: the frozen layers ran once over every image, before the first epoch, "
+    "and their output was kept; every step now trains only the top blocks and the last "
+    "layer on it. This counts images through those layers only."
+)
 
 
 def throughput_metric(events: Iterable[Mapping[str, Any]]) -> tuple[str, float | None, str]:
@@ -91,6 +96,8 @@ def throughput_metric(events: Iterable[Mapping[str, Any]]) -> tuple[str, float |
         if value:
             if event.get("fast_path"):
                 return "Images / s (features)", float(value), FEATURES_HELP
+            if event.get("fast_finetune"):
+                return "Images / s (fast fine-tuning)", float(value), FAST_FINETUNE_HELP
             return "Images / s", float(value), IMAGES_HELP
     return "Images / s", None, IMAGES_HELP
 

@@ -163,9 +163,9 @@ def find_cut(model: keras.Model, trainable: str, *, require_pretrained: bool = T
     shape = tuple(int(d) for d in cut.shape[1:])
     return CutPlan(
         True,
-        f"The frozen part (up to block {first}) runs once; its output is cached and "
-        f"every epoch trains only the top {count} block{'s' if count > 1 else ''} and the "
-        "last layer.",
+        "The frozen layers run once over the images and their output is kept; every epoch "
+        f"then trains only the top {count} block{'s' if count > 1 else ''} and the last "
+        "layer.",
         block=first,
         shape=shape,
         tensor=cut,

@@ -108,6 +108,11 @@ def prepare_cached_top(
             "network (fewer trainable blocks, a smaller image size or fewer augmented copies "
             "make the cache smaller).",
         )
+    estimate = FastFinetuneDecision(
+        True,
+        f"{plan.reason} About {describe_bytes(need)} on disk ({describe_bytes(budget)} allowed).",
+    )
+    ctx.note(fast_finetune_note(estimate))
     bottom, top = split_at_cut(model, plan)
     key = activation_key(
         data.fingerprint,
@@ -154,5 +159,11 @@ def prepare_cached_top(
             else None,
         }
     )
-    reason = f"{plan.reason} Cache: {describe_bytes(cache.nbytes)} ({cache.dtype})."
+    reason = f"{plan.reason} Kept on disk: {describe_bytes(cache.nbytes)}."
     return FastFinetuneDecision(True, reason, CachedTop(top, cache))
+
+
+def fast_finetune_note(decision: FastFinetuneDecision) -> str:
+    """The run's note about fast fine-tuning: that it applies, or why it does not."""
+    reason = decision.reason[:1].lower() + decision.reason[1:]
+    return f"{'Fast fine-tuning' if decision.applies else 'No fast fine-tuning'}: {reason}"

@@ -49,7 +49,11 @@ from core.runs.store import (
     epoch_events,
 )
 from core.training.activations import ActivationCache
-from core.training.cached_top import FastFinetuneDecision, prepare_cached_top
+from core.training.cached_top import (
+    FastFinetuneDecision,
+    fast_finetune_note,
+    prepare_cached_top,
+)
 from core.training.context import RunContext
 from core.training.devices import describe_devices
 from core.training.distribute import (
@@ -638,7 +642,8 @@ def run_phase(
             views = _augmented_views(config, ctx, data, model)
     else:
         decision = prepare_cached_top(config, ctx, data, model, phase.trainable, dist)
-        ctx.note(("Fast fine-tuning: " if decision.applies else "") + decision.reason)
+        if phase.trainable.startswith("top:") and not decision.applies:
+            ctx.note(fast_finetune_note(decision))
         fit_model, source = model, data.cache.array
         if decision.cached is not None:
             fit_model = decision.cached.top

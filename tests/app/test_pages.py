@@ -200,6 +200,20 @@ def test_model_page_switches_policy_and_counts_parameters(ready):
     assert at.session_state["model_config"].trainable == "all"
 
 
+def test_model_page_says_when_fast_fine_tuning_applies_and_why_not(ready, monkeypatch):
+    at = app_on("model", dataset_id=ready["dataset_id"])
+    at.session_state["model_policy"] = "top"
+    at.run()
+    no_exception(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "**Fast fine-tuning**" in captions and "MB on disk" in captions
+    assert at.session_state["model_config"].trainable.startswith("top:")
+    monkeypatch.setenv("TRANSFER_STUDIO_ACTIVATION_CACHE_MB", "0")
+    at.run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "No fast fine-tuning" in captions and "more than the 0.0 MB allowed" in captions
+
+
 def test_model_page_offers_alternatives_when_weights_cannot_download(ready):
     from core.models import weights
 

@@ -62,8 +62,11 @@ def test_top_blocks_train_on_cached_activations_and_the_saved_model_agrees(tmp_p
     folder, summary = _run(tmp_path, weights_file)
     phases = _phase_events(folder)
     assert [p["fast_finetune"] for p in phases] == [False, True]
-    assert "runs once" in phases[1]["fast_finetune_reason"]
+    assert "run once" in phases[1]["fast_finetune_reason"]
     assert summary["fast_finetune"] is True
+    notes = [e["message"] for e in MetricsReader(folder).all() if e["type"] == "note"]
+    assert any(n.startswith("Fast fine-tuning: the frozen layers run once") for n in notes)
+    assert any("MB on disk" in n for n in notes), notes
     assert summary["activation_reused"] is False
     assert summary["activation_dtype"] in ("float16", "float32")
     cache = folder.parent.parent / "cache" / "activations"
@@ -103,6 +106,8 @@ def test_a_cache_over_the_budget_trains_the_whole_network_and_says_why(
     phase = _phase_events(folder)[1]
     assert phase["fast_finetune"] is False
     assert "more than the 0.0 MB allowed" in phase["fast_finetune_reason"]
+    notes = [e["message"] for e in MetricsReader(folder).all() if e["type"] == "note"]
+    assert any(n.startswith("No fast fine-tuning: caching the frozen") for n in notes), notes
     assert "fast_finetune" not in summary or summary["fast_finetune"] is False
     assert not (folder.parent.parent / "cache" / "activations").exists()
 

@@ -178,6 +178,10 @@ def test_timing_and_advice():
     label, value, help_text = run_view.throughput_metric(events)
     assert (label, value) == ("Images / s (features)", 43.0)
     assert help_text.startswith("Head-only training reuses precomputed features")
+    events[-2].update(fast_path=False, fast_finetune=True)  # top blocks on cached activations
+    label, value, help_text = run_view.throughput_metric(events)
+    assert (label, value) == ("Images / s (fast fine-tuning)", 43.0)
+    assert help_text == run_view.FAST_FINETUNE_HELP
     assert run_view.throughput_metric([]) == ("Images / s", None, run_view.IMAGES_HELP)
 
 
