@@ -18,7 +18,7 @@ from ui.router import require_router
 from ui.start_from import start_from_picker
 from ui.state import build_train_config, set_model_config, set_run
 from ui.text import md
-from ui.train_form import hyperparameter_form
+from ui.train_form import forget_name, hyperparameter_form
 
 require_router()
 
@@ -374,7 +374,7 @@ if overrides is not None and not problems and weights_ok:
 
     # The settings carry over to the next run; its name does not (each run names itself).
     st.session_state["train_config"] = dict(overrides, name="")
-    st.session_state.pop("train_name", None)
+    forget_name(st.session_state)
     set_run(start_run(config))
     st.rerun()
 

@@ -39,6 +39,19 @@ def _rate_label(value: float | None) -> str:
     return "auto" if value is None else f"{value:.2g}"
 
 
+NAME_ROUND = "train_name_round"
+
+
+def name_key(state: Any) -> str:
+    """Widget key of the run-name field; :func:`forget_name` moves it on after a start."""
+    return f"train_name_{state.get(NAME_ROUND, 0)}"
+
+
+def forget_name(state: Any) -> None:
+    """Empties the run-name field for the next run (each run names itself)."""
+    state[NAME_ROUND] = (state.get(NAME_ROUND, 0)) + 1
+
+
 def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dict[str, Any] | None:
     """Draws the form; returns the chosen hyperparameters when Start is pressed, else None.
 
@@ -170,7 +183,8 @@ def hyperparameter_form(saved: dict[str, Any], *, can_start: bool = True) -> dic
         name = c[0].text_input(
             "Name this run (optional)",
             saved.get("name", ""),
-            key="train_name",
+            # A new key per started run: the browser keeps a widget's text under its key.
+            key=name_key(st.session_state),
             placeholder="e.g. first try, last layer only",
         )
         start = c[1].form_submit_button(

@@ -204,6 +204,10 @@ def test_ordinary_settings_get_no_warning():
     assert setting_warnings(TrainConfig(dataset="ds1"), 200) == []
 
 
+def _name_field(at):
+    return next(t for t in at.text_input if t.label == "Name this run (optional)")
+
+
 def test_the_run_name_does_not_carry_over_to_the_next_run(ready):
     from core.config import ModelConfig
     from core.runs.store import read_config, run_dir
@@ -212,14 +216,14 @@ def test_the_run_name_does_not_carry_over_to_the_next_run(ready):
     model = ModelConfig(backbone="mobilenet_v3_small", weights="none", image_size=32)
     at = app_on("train", dataset_id=ready["dataset_id"], model_config=model)
     at.number_input(key="train_epochs").set_value(1)
-    at.text_input(key="train_name").input("first try")
+    _name_field(at).input("first try")
     at.form_submit_button[0].click()
     at.run()
     no_exception(at)
     run_id = at.session_state["run_id"]
     try:
         assert read_config(run_dir(run_id)).name == "first try"
-        assert at.text_input(key="train_name").value == ""
+        assert _name_field(at).value == ""
         assert at.session_state["train_config"]["epochs"] == 1  # the settings do carry over
     finally:
         cancel_run(run_id, wait=True)
@@ -253,7 +257,7 @@ def test_the_queue_shows_both_runs_with_their_controls_and_cancels_the_waiting_o
     try:
         for name in ("first run", "second run"):
             at.number_input(key="train_epochs").set_value(200)
-            at.text_input(key="train_name").input(name)
+            _name_field(at).input(name)
             at.form_submit_button[0].click()
             at.run()
             no_exception(at)

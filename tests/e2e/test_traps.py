@@ -111,6 +111,8 @@ def test_the_train_page_shows_the_queue_with_controls_for_both_runs(fresh, scree
             page.get_by_role("button", name="Start training").click()
             wait_idle(page)
             page.get_by_text(name).first.wait_for(timeout=60_000)
+            # The next run starts with an empty name (the settings do carry over).
+            assert page.get_by_label("Name this run (optional)").input_value() == ""
         page.get_by_text("Runs in progress").first.wait_for(timeout=60_000)
         page.get_by_text("place 1 of 1 in the queue").first.wait_for(timeout=120_000)
         page.get_by_text("Training (").first.wait_for(timeout=120_000)
