@@ -12,4 +12,6 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "No /usr/bin/chromium: the browser tests will be skipped (install it: apt-get install chromium)." >&2
   fi
 fi
-python -m pytest "$@"
+# Two workers by default (TRANSFER_STUDIO_TEST_WORKERS=0 runs in one process): each test file
+# stays on one worker and the browser tests share one (see tests/conftest.py).
+python -m pytest -n "${TRANSFER_STUDIO_TEST_WORKERS:-2}" --dist loadgroup "$@"

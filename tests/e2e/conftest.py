@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import SCREENSHOTS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -33,7 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 SERVER_START_SECONDS = 90
 
 
@@ -166,10 +166,8 @@ def page(browser, server):
 
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
-    """Folder for the screenshots of this run (emptied at the start of the session)."""
-    if SCREENSHOTS.exists():
-        shutil.rmtree(SCREENSHOTS)
-    SCREENSHOTS.mkdir(parents=True)
+    """Folder for the screenshots of this run (emptied once per run by ``tests/conftest.py``)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
 
 
