@@ -4,7 +4,6 @@ after the offline button, and the sidebar lagging one change behind the page."""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
 
 from tests.e2e.test_flows import load_sample, nav, open_page, shot, wait_idle
 
@@ -114,9 +113,12 @@ def test_the_train_page_shows_the_queue_with_controls_for_both_runs(fresh, scree
             page.get_by_text(name).first.wait_for(timeout=60_000)
             # The next run starts with an empty name (the settings do carry over). The field
             # of the started run is gone once the page has drawn: one field, and it is empty.
-            field = page.get_by_label("Name this run (optional)")
-            expect(field).to_have_count(1, timeout=30_000)
-            expect(field).to_have_value("")
+            page.wait_for_function(
+                "() => { const f = document.querySelectorAll("
+                "'input[aria-label=\"Name this run (optional)\"]');"
+                " return f.length === 1 && f[0].value === ''; }",
+                timeout=30_000,
+            )
         page.get_by_text("Runs in progress").first.wait_for(timeout=60_000)
         page.get_by_text("place 1 of 1 in the queue").first.wait_for(timeout=120_000)
         page.get_by_text("Training (").first.wait_for(timeout=120_000)
