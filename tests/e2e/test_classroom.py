@@ -20,6 +20,7 @@ stay under two minutes. The time from each click to its visible answer is printe
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import time
@@ -143,21 +144,28 @@ def _hold(page, frame, milliseconds: int) -> None:
     page.mouse.up()
 
 
-def _stored(home, label: str) -> int:
+@contextlib.contextmanager
+def _workspace_of(home):
+    """Reads the test server's workspace ``home`` from this process."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRANSFER_STUDIO_HOME", str(home))
-        from core.data import drafts
+        yield
 
+
+def _stored(home, label: str) -> int:
+    """Draft pictures of ``label`` under ``home``."""
+    from core.data import drafts
+
+    with _workspace_of(home):
         return len(drafts.list_shots().get(label, []))
 
 
 def _in_dataset(home, label: str) -> int:
     """Pictures of ``label`` in Quick mode's dataset under ``home`` (plus drafts left)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRANSFER_STUDIO_HOME", str(home))
-        from core.data import store
-        from core.training import quick
+    from core.data import store
+    from core.training import quick
 
+    with _workspace_of(home):
         (dataset,) = store.list_datasets()
         return quick.card_counts([label], dataset.id)[label]
 
