@@ -180,7 +180,8 @@ def test_zip_upload_shows_class_counts(page, screenshots, tmp_path):
     archive = _zip_of_classes(tmp_path)
     open_page(page, "data")
     page.get_by_role("heading", name="Data", exact=True).first.wait_for()
-    uploader = page.get_by_test_id("stFileUploader").first
+    # By its label: the other tabs' uploaders are in the page too (hidden), in any order.
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Zip of class folders")
     uploader.locator("input[type=file]").set_input_files(str(archive))
     page.get_by_text("fruit.zip").first.wait_for()
     page.get_by_role("button", name="Create dataset from zip").click()
