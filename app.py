@@ -4,6 +4,7 @@ import streamlit as st
 
 from ui.auth import gate
 from ui.errors import run_guarded
+from ui.heap import freeze_new_modules
 from ui.router import mark_routed
 from ui.sidebar import render_sidebar
 from ui.state import init_state
@@ -43,3 +44,4 @@ sidebar = st.sidebar.empty()
 render_sidebar(sidebar, live=False)
 run_guarded(navigation.run, navigation.url_path or "home")
 render_sidebar(sidebar, live=True)
+freeze_new_modules()  # once TensorFlow is in, each rerun's garbage collection stays small
