@@ -5,6 +5,7 @@ import streamlit as st
 from ui.auth import gate
 from ui.errors import run_guarded
 from ui.heap import freeze_new_modules
+from ui.preload import start_background_imports
 from ui.router import mark_routed
 from ui.sidebar import render_sidebar
 from ui.state import init_state
@@ -44,4 +45,5 @@ sidebar = st.sidebar.empty()
 render_sidebar(sidebar, live=False)
 run_guarded(navigation.run, navigation.url_path or "home")
 render_sidebar(sidebar, live=True)
+start_background_imports()  # Keras loads while the user looks at Home or Data
 freeze_new_modules()  # once TensorFlow is in, each rerun's garbage collection stays small

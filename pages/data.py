@@ -262,7 +262,7 @@ st.caption(
     "The model learns from *train*, is tuned on *validation*, and is judged once on *test*, "
     "images it never saw. The split is stratified: each class is cut the same way."
 )
-totals = dataset.counts()[["train", "val", "test"]].sum()
+totals = data_view.summary(dataset)[0][["train", "val", "test"]].sum()
 st.markdown(
     f"Now: **{totals['train']}** train · **{totals['val']}** validation · "
     f"**{totals['test']}** test images (per class in the table above)."

@@ -29,7 +29,7 @@ dataset = (
     if st.session_state["dataset_id"]
     else None
 )
-counts = dataset.counts() if dataset is not None else None
+counts = engine.dataset_counts(dataset) if dataset is not None else None
 n_train = int(counts["train"].sum()) if counts is not None else 1000
 n_val = int(counts["val"].sum()) if counts is not None else 150
 n_classes = len(dataset.classes) if dataset is not None else 2

@@ -190,7 +190,7 @@ def _run_header(run_id: str) -> None:
         f"{' (auto)' if config.learning_rate is None else ''}"
     )
     if dataset is not None:
-        train_images = int(dataset.counts()["train"].sum())
+        train_images = int(engine.dataset_counts(dataset)["train"].sum())
         for warning in run_view.setting_warnings(config, train_images):
             st.warning(warning, icon=":material/warning:")
 

@@ -15,6 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from core.data import drafts
+from core.workspace import datasets_dir
+from ui import engine
 from ui.figures import class_counts_figure
 from ui.hold_record import hold_to_record
 from ui.text import md
@@ -236,9 +238,26 @@ def _group_files(group: Any) -> list[Any]:
     return list(group)
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _summary(folder: str, stamp: float) -> tuple[pd.DataFrame, list[str], Any]:
+    dataset = engine.load_dataset(PurePosixPath(folder).name)
+    counts = engine.dataset_counts(dataset)
+    return counts, dataset.problems(), class_counts_figure(counts)
+
+
+def summary(dataset: Any) -> tuple[pd.DataFrame, list[str], Any]:
+    """Per-class counts, what keeps it from training, and the counts chart of ``dataset``.
+
+    Built once per version of the dataset (its folder and manifest time) and shared read-only
+    between reruns and sessions: making the chart alone took ~40 ms per rerun.
+    """
+    folder = str(datasets_dir() / dataset.id)
+    return _summary(folder, engine.manifest_stamp(dataset.id))
+
+
 def overview(dataset: Any) -> None:
     """Class counts chart, totals and the imbalance warning of a dataset."""
-    counts = dataset.counts()
+    counts, problems, figure = summary(dataset)
     totals = {str(k): int(v) for k, v in counts["total"].items()} if "total" in counts else {}
     cols = st.columns([2, 3], gap="large")
     with cols[0]:
@@ -248,13 +267,13 @@ def overview(dataset: Any) -> None:
         table = counts.rename(columns={"val": "validation"})
         st.dataframe(table, width="stretch")
     with cols[1]:
-        st.plotly_chart(class_counts_figure(counts), key="data_counts_chart")
+        st.plotly_chart(figure, key="data_counts_chart")
     message = imbalance_message(totals)
     if message:
         st.warning(message, icon=":material/balance:")
     for warning in _stored_warnings(dataset):
         st.warning(md(warning))
-    for problem in dataset.problems():
+    for problem in problems:
         st.error(f"Not ready to train: {md(problem)}.", icon=":material/report:")
 
 

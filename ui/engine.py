@@ -23,7 +23,8 @@ def _load_dataset(dataset_id: str, stamp: float) -> Any:
     return load_dataset(dataset_id)
 
 
-def _manifest_stamp(dataset_id: str) -> float:
+def manifest_stamp(dataset_id: str) -> float:
+    """When dataset ``dataset_id`` last changed (its manifest or metadata; 0 if absent)."""
     folder = datasets_dir() / dataset_id
     stamps = [
         (folder / name).stat().st_mtime_ns
@@ -42,7 +43,20 @@ def load_dataset(dataset_id: str) -> Any:
     """
     if not dataset_id or "/" in dataset_id or dataset_id.startswith("."):
         raise ValueError(f"Not a dataset id: {dataset_id!r}")
-    return _load_dataset(dataset_id, _manifest_stamp(dataset_id))
+    return _load_dataset(dataset_id, manifest_stamp(dataset_id))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _counts(folder: str, stamp: float) -> Any:
+    return load_dataset(Path(folder).name).counts()
+
+
+def dataset_counts(dataset: Any) -> Any:
+    """``dataset.counts()`` (images per class and split), computed once per dataset version.
+
+    The frame is shared between reruns and sessions: read it, never change it in place.
+    """
+    return _counts(str(datasets_dir() / dataset.id), manifest_stamp(dataset.id))
 
 
 def dataset_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -60,7 +74,7 @@ def dataset_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
             if p.is_dir() and not p.name.startswith(".") and (p / "dataset.json").is_file()
         )
     )
-    return _dataset_choices(tuple((i, _manifest_stamp(i)) for i in ids))
+    return _dataset_choices(tuple((i, manifest_stamp(i)) for i in ids))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -1,4 +1,4 @@
-"""The worker's entry point: ``python -m core.training RUN_DIR [--resume]``.
+"""The worker's entry point: ``python -m core.training RUN_DIR [--resume] [--nice N]``.
 
 :func:`core.training.jobs.start_run` launches this in a new process for a run folder made
 by :func:`core.runs.store.create_run`; the process trains that run and owns its folder until
@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-from core.training.worker import run_worker
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -26,11 +24,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run_dir", help="The run folder (holds config.json).")
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="Lower this process's CPU priority by N (0-19): the app stays quick while it trains.",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.nice <= 19:
+        parser.error(f"--nice must be between 0 and 19, got {args.nice}")
     folder = Path(args.run_dir).resolve()
     if not (folder / "config.json").is_file():
         sys.stderr.write(f"error: run folder {str(folder)!r} holds no config.json\n")
         return 2
+
+    if args.nice:
+        os.nice(args.nice)  # before the training code (and TensorFlow) is even imported
+    from core.training.worker import run_worker
 
     final = run_worker(folder, resume=args.resume)
     sys.stdout.write(

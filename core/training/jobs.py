@@ -46,6 +46,7 @@ from core.workspace import (
 
 # Worker processes this process started and has not reaped yet (pid -> process).
 _children: dict[int, subprocess.Popen] = {}
+WORKER_NICENESS = 10  # how much lower the workers' CPU priority is than the app's
 _children_lock = threading.Lock()
 
 
@@ -79,8 +80,13 @@ def _watch(process: subprocess.Popen) -> None:
 
 
 def worker_command(folder: Path, *, resume: bool = False) -> list[str]:
-    """The command line of the worker process for run folder ``folder``."""
-    command = [sys.executable, "-m", "core.training", str(folder)]
+    """The command line of the worker process for run folder ``folder``.
+
+    The worker runs at a lower CPU priority (:data:`WORKER_NICENESS`): on a machine with few
+    cores, training would otherwise slow every click in the app, and it loses almost nothing
+    when the app is idle.
+    """
+    command = [sys.executable, "-m", "core.training", str(folder), "--nice", str(WORKER_NICENESS)]
     if resume:
         command.append("--resume")
     return command

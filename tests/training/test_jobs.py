@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from core.runs.store import MetricsReader, create_run, epoch_events, read_status, run_dir
-from core.training.jobs import cancel_run, prepare_resume, start_run
+from core.training.jobs import WORKER_NICENESS, cancel_run, prepare_resume, start_run
 from tests.helpers.training import make_dataset, small_config, wait_for, worker_log
 
 pytestmark = pytest.mark.slow
@@ -48,6 +50,10 @@ def test_cancel_a_queued_run_and_refuse_to_resume_an_active_one(tmp_path):
     dataset_id = make_dataset(tmp_path, per_class=8)
     running = run_dir(start_run(small_config(dataset_id, epochs=40, batch_size=2)))
     wait_for(lambda: read_status(running).state == "running")
+    # The worker yields the CPU to the app: its priority is lower than ours.
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = os.getpriority(os.PRIO_PROCESS, read_status(running).pid)
+    assert worker == min(19, ours + WORKER_NICENESS)
     queued = run_dir(start_run(small_config(dataset_id, epochs=1)))
     wait_for(lambda: read_status(queued).phase == "waiting" and read_status(queued).pid)
     with pytest.raises(ValueError, match="Only an interrupted, failed or cancelled run"):
