@@ -232,8 +232,13 @@ def _train(counts: dict[str, int]) -> None:
     st.rerun()
 
 
+@st.fragment
 def train_panel(counts: dict[str, int]) -> None:
-    """Column (b): the Train button, why it is off, the progress, links to the full pages."""
+    """Column (b): the Train button, why it is off, the progress, links to the full pages.
+
+    A fragment: pressing Train reruns only this column, so the progress shows at once (the
+    class cards did not change; any change to them reruns the whole page and this with it).
+    """
     st.subheader("2. Train")
     run_id = st.session_state["quick_run_id"]
     status = engine.status_or_error(run_id)[0] if run_id else None

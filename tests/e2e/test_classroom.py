@@ -240,6 +240,44 @@ def _timed(what: str, times: dict[str, list[float]], started: float) -> float:
     return elapsed
 
 
+# Every frame (the app and each component's iframe) notes when it last saw each kind of input,
+# on the machine's clock, so a latency is measured in the browser, not around Playwright calls.
+INPUT_CLOCK = """
+window.__inputAt = {};
+for (const type of ['click', 'pointerup'])
+  document.addEventListener(type, () => {
+    window.__inputAt[type] = performance.timeOrigin + performance.now();
+  }, true);
+"""
+
+
+# Watches, from now on, every animation frame of the app for a condition (JavaScript source)
+# and notes the first frame where it held (at once, if it already holds).
+ARM = """(js) => {
+  window.__shownAt = 0;
+  const check = new Function('return (' + js + ')');
+  const tick = () => {
+    if (check()) window.__shownAt = performance.timeOrigin + performance.now();
+    else requestAnimationFrame(tick);
+  };
+  tick();
+}"""
+
+
+def _arm(page, shown_js: str) -> None:
+    page.evaluate(ARM, shown_js)
+
+
+def _shown(what: str, times: dict[str, list[float]], page, where, event: str) -> None:
+    """Notes the seconds from the last ``event`` in frame ``where`` to the armed condition."""
+    shown = page.wait_for_function("() => window.__shownAt || false").json_value()
+    times.setdefault(what, []).append((shown - where.evaluate(f"window.__inputAt.{event}")) / 1000)
+
+
+def _has_text(text: str) -> str:
+    return f"document.body.innerText.includes({text!r})"
+
+
 def test_quick_mode_records_trains_and_predicts_live(camera_tab, tmp_path):
     """Empty app -> Quick mode: 3 classes recorded, Train, live answer, all in one page."""
     home = tmp_path / "home"
@@ -248,6 +286,7 @@ def test_quick_mode_records_trains_and_predicts_live(camera_tab, tmp_path):
     page.set_viewport_size({"width": 1440, "height": 1400})
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     times: dict[str, list[float]] = {}
+    page.add_init_script(INPUT_CLOCK)
     with running_server(home) as url:
         started = time.perf_counter()
         page.goto(f"{url}/quick")
@@ -257,10 +296,11 @@ def test_quick_mode_records_trains_and_predicts_live(camera_tab, tmp_path):
         train = page.get_by_role("button", name="Train")
         assert train.is_disabled()
 
-        clicked = time.perf_counter()
+        cards = "document.querySelectorAll(\"iframe[title='ui.hold_record.hold_record']\")"
+        _arm(page, f"{cards}.length >= 3")
         page.get_by_role("button", name="Add a class").click()
         page.locator("iframe[title='ui.hold_record.hold_record']").nth(2).wait_for()
-        _timed("add a class -> new card", times, clicked)
+        _shown("add a class -> new card", times, page, page, "click")
 
         labels = ["Class 1", "Class 2", "Class 3"]
         for index, label in enumerate(labels):
@@ -270,28 +310,33 @@ def test_quick_mode_records_trains_and_predicts_live(camera_tab, tmp_path):
             assert frame.inner_text("#record") == f"Hold to record “{label}”"
             box = frame.locator("#record").bounding_box()
             page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            frame.evaluate(INPUT_CLOCK)  # (its page script is loaded: note its inputs too)
             pressed = time.perf_counter()
             page.mouse.down()
             frame.wait_for_selector("body[data-recording='true']")
             _timed("record press -> recording shown", times, pressed)
             page.wait_for_timeout(HOLD_MS)
             page.mouse.up()
-            released = time.perf_counter()
+            frame.wait_for_selector("body[data-recording='false']")
+            _arm(page, _has_text(f"{frame.get_attribute('body', 'data-captured')} picture(s)"))
             frame.wait_for_selector("body[data-recording='false'][data-pending='0']")
             captured = int(frame.get_attribute("body", "data-captured"))
             assert captured >= 8, captured
             page.get_by_text(f"{captured} picture(s)", exact=True).first.wait_for()
-            _timed("record release -> count on the card", times, released)
+            _shown("record release -> count on the card", times, page, frame, "pointerup")
             assert _stored(home, label) == captured
         page.screenshot(path=str(SCREENSHOTS / "quick-2-recorded.png"), full_page=True)
 
         assert train.is_enabled()
+        # The progress bar (its text changes as the pictures are read), or the epochs.
+        bar = "document.querySelector('[data-testid=stProgress]')"
+        _arm(page, f"{bar} || /Epoch \\d+ of/.test(document.body.innerText)")
         clicked = time.perf_counter()
         train.click()
         page.get_by_text(
             re.compile(r"Reading your pictures|Epoch \d+ of (at most )?\d+")
         ).first.wait_for()
-        _timed("train click -> progress shown", times, clicked)
+        _shown("train click -> progress shown", times, page, page, "click")
         page.get_by_text(re.compile(r"Epoch \d+ of (at most )?\d+")).first.wait_for(timeout=60_000)
         page.screenshot(path=str(SCREENSHOTS / "quick-3-training.png"), full_page=True)
 
