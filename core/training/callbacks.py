@@ -324,8 +324,9 @@ class BestModelSaver(keras.callbacks.Callback):
     """Keeps the best epoch's weights and saves them with ``save(epoch, metrics)``.
 
     On an improvement the weights of ``model`` are copied in memory; they are written
-    (model file plus ``state_path``) at once when the last write is older than
-    ``min_interval`` seconds, otherwise at the next :meth:`flush`. The caller flushes at
+    (model file plus ``state_path``) at once when the last write (or the start of training)
+    is older than ``min_interval`` seconds, otherwise at the next :meth:`flush`. A run
+    shorter than that writes its model once, at the end. The caller flushes at
     the end of every ``fit``, also when it ends by an exception (cancel, NaN), so the best
     model so far is always on disk when a run stops; a ``kill -9`` loses at most
     ``min_interval`` seconds of improvements, and ``state_path`` always describes the model
@@ -358,6 +359,10 @@ class BestModelSaver(keras.callbacks.Callback):
         self._last_write = -float("inf")
         # A damaged record counts as none: the next better epoch rewrites it.
         self.best = read_json_cache(self.state_path)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._last_write == -float("inf"):  # the clock starts with the first training
+            self._last_write = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         values = _floats(logs)
