@@ -37,10 +37,15 @@ class CachedTop:
     Attributes:
         top: Activation at the cut -> probabilities, sharing the full model's layers.
         cache: The cached activations of the training (or their views) and validation images.
+        bottom: Images -> activation at the cut (the frozen part), sharing the same layers.
+        batch_size: Images per forward pass of ``bottom`` when the cache was made (its
+            compiled step is reused at that size).
     """
 
     top: keras.Model
     cache: ActivationCache
+    bottom: keras.Model
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ def prepare_cached_top(
     )
     ctx.set(phase="embedding", message="Caching the frozen part's output once.")
     names = data.cache.images
+    batch_size = min(64, max(8, config.batch_size))
     cache = cached_activations(
         bottom,
         top,
@@ -138,7 +144,7 @@ def prepare_cached_top(
         if views
         else None,
         views=views,
-        batch_size=min(64, max(8, config.batch_size)),
+        batch_size=batch_size,
         progress=ctx.progress,
         should_stop=ctx.token.raise_if_set,
     )
@@ -160,7 +166,7 @@ def prepare_cached_top(
         }
     )
     reason = f"{plan.reason} Kept on disk: {describe_bytes(cache.nbytes)}."
-    return FastFinetuneDecision(True, reason, CachedTop(top, cache))
+    return FastFinetuneDecision(True, reason, CachedTop(top, cache, bottom, batch_size))
 
 
 def fast_finetune_note(decision: FastFinetuneDecision) -> str:

@@ -50,6 +50,7 @@ from core.runs.store import (
 )
 from core.training.activations import ActivationCache
 from core.training.cached_top import (
+    CachedTop,
     FastFinetuneDecision,
     fast_finetune_note,
     prepare_cached_top,
@@ -362,6 +363,7 @@ class PhaseResult:
     images: int
     seconds: float
     fast_path: bool
+    cached_top: CachedTop | None = None
 
 
 def _fit_inputs(
@@ -756,7 +758,8 @@ def _fit_phase(
     meta = _read_json(checkpoints / f"phase{phase.index}" / "training_metadata.json")
     if meta is not None:
         epochs_done = max(epochs_done, int(meta.get("epoch", 0)))
-    return PhaseResult(epochs_done, live.train_images, live.train_seconds, fast)
+    cached = decision.cached if decision is not None else None
+    return PhaseResult(epochs_done, live.train_images, live.train_seconds, fast, cached)
 
 
 def split_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float | None]:
@@ -781,11 +784,15 @@ def evaluate_saved_model(
     model: keras.Model,
     data: TrainingData,
     dist: Distribution | None = None,
+    cached_top: CachedTop | None = None,
 ) -> dict[str, Any]:
     """Validation and test scores of ``model`` as it is saved (the restored best epoch).
 
     When only the head ever trained, the frozen backbone's cached embeddings go through the
-    head (the same numbers the full model gives, in a fraction of the time); otherwise the
+    head (the same numbers the full model gives, in a fraction of the time). When the last
+    phase fine-tuned on cached activations (``cached_top``), the validation images' cached
+    activations and the test images through the frozen bottom go through the top: the same
+    layers as the full model, without compiling the whole network once more. Otherwise the
     full model runs over the image cache.
 
     Returns:
@@ -800,6 +807,8 @@ def evaluate_saved_model(
         embeddings = _embed(config, ctx, data, model, dist or Distribution())
         features = np.asarray(embeddings[rows], dtype="float32")
         probabilities = np.asarray(head_of(model).predict(features, verbose=0, batch_size=256))
+    elif cached_top is not None:
+        probabilities = _scores_through_cut(cached_top, ctx, data)
     else:
         order = np.argsort(rows)
         outputs = np.empty((len(rows), len(data.classes)), dtype="float32")
@@ -817,6 +826,24 @@ def evaluate_saved_model(
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
     }
+
+
+def _scores_through_cut(cached: CachedTop, ctx: RunContext, data: TrainingData) -> np.ndarray:
+    """Probabilities of the validation then test rows, through ``cached``'s bottom and top."""
+    outputs = []
+    batch_size = cached.batch_size
+    for start in range(0, len(data.val_rows), 256):
+        activations = np.asarray(cached.cache.val[start : start + 256], dtype="float32")
+        outputs.append(compute_embeddings(cached.top, activations, batch_size=batch_size))
+        ctx.token.raise_if_set()
+    test_rows = np.asarray(data.test_rows, dtype=np.int64)
+    for start in range(0, len(test_rows), 256):
+        images = np.asarray(data.cache.array[test_rows[start : start + 256]])
+        activations = compute_embeddings(cached.bottom, images, batch_size=batch_size)
+        outputs.append(compute_embeddings(cached.top, activations, batch_size=batch_size))
+        ctx.token.raise_if_set()
+    classes = len(data.classes)
+    return np.concatenate(outputs) if outputs else np.empty((0, classes), dtype="float32")
 
 
 def _final_summary(
@@ -979,7 +1006,12 @@ def _train_model(
     elif config.restore_best and saver.best is not None and saver.best_weights is None:
         # The best epoch was saved in an earlier session: score what model.keras holds.
         model.load_weights(save_full.path)
-    scores = evaluate_saved_model(config, ctx, model, data, dist)
+    # The last phase's cut serves when that phase ran in this session (its layers hold the
+    # saved weights); a phase finished in an earlier session left none.
+    last = results[-1] if results and results[-1].epochs_done == epochs_done else None
+    scores = evaluate_saved_model(
+        config, ctx, model, data, dist, cached_top=last.cached_top if last else None
+    )
     _final_summary(config, ctx, saver, results, epochs_done, started)
     if dist.distributed:
         ctx.summary["weights_sha256"] = weights_digest(model)

@@ -78,6 +78,13 @@ def test_top_blocks_train_on_cached_activations_and_the_saved_model_agrees(tmp_p
     # model scored on the real validation images.
     assert summary["val_accuracy"] == pytest.approx(summary["best_val_accuracy"])
     assert summary["val_loss"] == pytest.approx(summary["metrics"]["val_loss"], rel=0.02)
+    # The run scored val and test through the cut; the saved file, loaded and run whole on
+    # the images, gives the same accuracies.
+    from core.runs.evaluate import evaluate
+
+    for split in ("val", "test"):
+        whole = evaluate(folder, split, use_cache=False)
+        assert whole.accuracy == pytest.approx(summary[f"{split}_accuracy"]), split
 
     # A second run of the same settings reuses the cache; a truncated cache is rebuilt.
     dataset = json.loads((folder / "config.json").read_text())["dataset"]
