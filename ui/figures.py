@@ -26,8 +26,16 @@ HEAD_COLOR = "#7C3AED"
 RUN_COLORS = ("#2563EB", "#F97316", "#10B981", "#DB2777", "#7C3AED", "#0891B2", "#CA8A04")
 _FONT = {"family": "Inter, Segoe UI, sans-serif", "size": 13}
 _METRIC_TITLES = {"loss": "Loss", "accuracy": "Accuracy"}
-# Horizontal, under the x-axis title, outside the plotting area.
-LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.28, "xanchor": "left", "x": 0}
+# At the foot of the figure (container coordinates), under the x-axis title, whatever the
+# plot height: a fraction of the plot (y < 0) landed on the axis title in short charts.
+LEGEND_BELOW = {
+    "orientation": "h",
+    "yref": "container",
+    "yanchor": "bottom",
+    "y": 0.02,
+    "xanchor": "left",
+    "x": 0,
+}
 FINE_TUNE_MARKER = "fine-tuning starts"
 
 

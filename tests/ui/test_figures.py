@@ -72,8 +72,15 @@ def test_history_legend_is_below_the_plot_so_it_hides_no_curve_at_100_percent(me
     fig = figures.history_figure(_history(3), metric)
     legend = fig.layout.legend
     assert legend.orientation == "h"
-    assert legend.yanchor == "top" and legend.y < 0  # under the plotting area
+    # At the foot of the whole figure, in the bottom margin: under the plot and its axis title.
+    assert legend.yref == "container" and legend.yanchor == "bottom" and legend.y < 0.1
     assert fig.layout.margin.b >= 80  # room for the axis title and the legend
+
+
+def test_class_counts_legend_sits_under_the_axis_title_in_a_short_chart():
+    fig = figures.class_counts_figure({"a": {"train": 4, "val": 1, "test": 1}})
+    assert fig.layout.height <= 240  # short: a legend placed by plot fraction hit the title
+    assert fig.layout.legend.yref == "container" and fig.layout.legend.yanchor == "bottom"
 
 
 def test_history_figure_of_a_run_without_epochs_is_empty_but_valid():
