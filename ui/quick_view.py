@@ -8,7 +8,8 @@ the dataset and run also become the current ones of the full pages (``dataset_id
 
 Session keys (prefix ``quick_``): ``quick_cards`` (class names, one per card),
 ``quick_dataset_id`` and ``quick_run_id`` (what the last Train made), ``quick_uploads``
-(a counter that empties the upload boxes once their pictures are kept).
+(a counter that empties the upload boxes once their pictures are kept), and what the last
+Train left out: ``quick_rejected`` (unreadable files) and ``quick_identical`` (exact copies).
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ def _train(counts: dict[str, int]) -> None:
     run_id = quick.start_quick_run(update.dataset_id)
     st.session_state.pop("quick_train_error", None)
     st.session_state["quick_rejected"] = update.rejected
+    st.session_state["quick_identical"] = update.identical
     st.session_state["quick_dataset_id"] = update.dataset_id
     st.session_state["quick_run_id"] = run_id
     set_dataset(update.dataset_id)
@@ -263,6 +265,12 @@ def train_panel(counts: dict[str, int]) -> None:
     rejected = st.session_state.get("quick_rejected") or []
     if rejected:
         st.caption(f"{len(rejected)} picture(s) could not be read and were left out.")
+    identical = st.session_state.get("quick_identical") or 0
+    if identical:
+        st.caption(
+            f"{identical} picture(s) were exact copies of another one (the camera saw the very "
+            "same frame) and were kept once, so the cards count fewer."
+        )
     if clicked:
         _train(counts)
     if run_id:

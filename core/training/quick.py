@@ -41,6 +41,11 @@ class DatasetUpdate:
         return sum(report.num_images for report in self.reports)
 
     @property
+    def identical(self) -> int:
+        """How many pictures were exact copies of another one, and so were kept only once."""
+        return sum(len(group) - 1 for report in self.reports for group in report.duplicates)
+
+    @property
     def rejected(self) -> list[dict]:
         """Every file the ingest refused, with why."""
         return [entry for report in self.reports for entry in report.rejected]

@@ -114,7 +114,9 @@ def test_train_creates_the_dataset_and_runs_the_fast_defaults():
 
     _shots("Class 1", 6, 10)
     _shots("Class 2", 6, 120)
+    _shots("Class 2", 2, 120)  # the camera saw the very same frames again: kept once
     at = app_on("quick")
+    assert any("**8** picture(s)" in m.value for m in at.markdown)
     assert not _train_button(at).disabled
     _train_button(at).click()
     at.run()
@@ -129,6 +131,7 @@ def test_train_creates_the_dataset_and_runs_the_fast_defaults():
         assert drafts.list_shots() == {}  # the pictures now live in the dataset
         assert _names(at) == ["Class 1", "Class 2"]
         assert any("**6** picture(s)" in m.value for m in at.markdown)
+        assert "2 picture(s) were exact copies of another one" in _texts(at.caption)
         config = read_config(run_dir(run_id))
         assert config.name == "Quick mode" and config.dataset == dataset_id
         assert config.model.backbone == "efficientnet_lite0"

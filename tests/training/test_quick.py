@@ -40,6 +40,17 @@ def test_first_train_makes_the_dataset_and_a_later_one_adds_to_it():
     assert quick.card_counts(["cat", "bird"], first.dataset_id) == {"cat": 8, "bird": 5}
 
 
+def test_identical_pictures_are_kept_once_and_counted():
+    _shots("cat", range(0, 40, 8))
+    for _ in range(3):
+        drafts.add_shot("cat", _jpeg(0))  # the camera saw the very same frame again
+    _shots("dog", range(100, 140, 8))
+    update = quick.update_dataset(["cat", "dog"])
+    assert update.identical == 3
+    assert update.added == 10
+    assert quick.card_counts(["cat", "dog"], update.dataset_id) == {"cat": 5, "dog": 5}
+
+
 def test_refused_pictures_stay_as_drafts_and_the_reason_is_given():
     _shots("cat", range(0, 40, 8))
     with pytest.raises(DatasetError, match="at least 2 classes"):
