@@ -6,7 +6,9 @@ matrix (all from scikit-learn, via :func:`compute_metrics`), plus one prediction
 image so the UI can show the images of one confusion-matrix cell or the top losses.
 
 Results are cached in ``<run>/evaluation/<split>.json`` keyed by the model file and the
-split's (image, label) rows, so a relabel or a removal invalidates the cache by itself.
+split's (image, label) rows, so a relabel or a removal invalidates the cache by itself. The
+training worker records the scores it computed at the end of a run
+(:func:`record_evaluation`), so a finished run's first evaluation does not load its model.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from core.atomic import atomic_write_json
 from core.data.image_cache import cache_key
 from core.jsonfile import read_json_cache
 from core.runs.predict import load_batch, load_run_model, safe_log_loss
-from core.runs.store import MODEL_FILE, read_config_dict, resolve_run_dir
+from core.runs.store import LABELS_FILE, MODEL_FILE, read_config_dict, resolve_run_dir
 from core.workspace import cache_dir
 
 SPLITS = ("val", "test")
@@ -213,11 +215,11 @@ def _training_cache_rows(
     return array, np.array([row_of[image] for image in images], dtype=np.int64)
 
 
-def _split_key(model_path: Path, frame: Any) -> str:
+def _split_key(model_path: Path, images: Sequence[str], labels: Sequence[str]) -> str:
     stat = model_path.stat()
     digest = hashlib.sha256()
     digest.update(f"{CACHE_VERSION}|{stat.st_mtime_ns}|{stat.st_size}|".encode())
-    for image, label in zip(frame["image"], frame["label"], strict=True):
+    for image, label in zip(images, labels, strict=True):
         digest.update(f"{image}\t{label}\n".encode())
     return digest.hexdigest()
 
@@ -280,7 +282,7 @@ def evaluate(
         raise FileNotFoundError(
             f"Run {run_dir.name!r} has no {MODEL_FILE} yet. Finish (or resume) its training first."
         )
-    key = _split_key(model_path, frame)
+    key = _split_key(model_path, list(frame["image"]), [str(v) for v in frame["label"]])
     cached = cache_path(run_dir, split)
     if use_cache and cached.exists():
         data = read_json_cache(cached) or {}  # a damaged cache is recomputed
@@ -309,7 +311,32 @@ def evaluate(
             done = min(start + batch_size, len(paths))
             progress(done, len(paths), f"Evaluated {done}/{len(paths)} images")
 
-    model_labels = list(run_model.labels)
+    result = _result(
+        run_dir.name,
+        split,
+        str(dataset_id),
+        dataset.dir,
+        images,
+        truths,
+        probabilities,
+        list(run_model.labels),
+    )
+    atomic_write_json(cached, {"key": key, "result": result.to_dict()})
+    return result
+
+
+def _result(
+    run_id: str,
+    split: str,
+    dataset_id: str,
+    dataset_dir: Path,
+    images: Sequence[str],
+    truths: Sequence[str],
+    probabilities: np.ndarray,
+    model_labels: list[str],
+) -> EvaluationResult:
+    """The evaluation of one split from the model's probabilities for its images."""
+    paths = [Path(dataset_dir) / image for image in images]
     index_of = {label: i for i, label in enumerate(model_labels)}
     predicted = [model_labels[i] for i in probabilities.argmax(axis=1)]
     labels = model_labels + sorted(set(truths) - set(model_labels))
@@ -332,13 +359,86 @@ def evaluate(
             }
         )
     result = EvaluationResult(
-        run_id=run_dir.name,
+        run_id=run_id,
         split=split,
-        dataset=str(dataset_id),
+        dataset=dataset_id,
         n=len(records),
         labels=labels,
         predictions=records,
         **metrics,
     )
-    atomic_write_json(cached, {"key": key, "result": result.to_dict()})
+    return result
+
+
+def record_evaluation(
+    run: str | os.PathLike[str],
+    split: str,
+    *,
+    dataset_dir: str | os.PathLike[str],
+    images: Sequence[str],
+    truths: Sequence[str],
+    probabilities: np.ndarray,
+) -> EvaluationResult:
+    """Stores the evaluation of ``split`` from probabilities computed elsewhere.
+
+    The training worker scores the saved model on the validation and test images when a run
+    ends; recording those scores here means the Evaluate page opens without loading the model.
+    The cache is keyed like :func:`evaluate`'s by the model file as it is now and by these
+    (image, label) rows, so a model saved later or a dataset changed since is evaluated anew.
+
+    Args:
+        run: The run folder or run id (its ``model.keras`` must be the scored model).
+        split: ``"val"`` or ``"test"``.
+        dataset_dir: The dataset's folder (the images' paths are relative to it).
+        images: The split's image names, in the order of ``probabilities``.
+        truths: Their labels.
+        probabilities: ``(len(images), classes)`` probabilities, columns in the order of the
+            run's ``labels.txt`` (the model's classes).
+
+    Returns:
+        The stored :class:`EvaluationResult`.
+
+    Raises:
+        ValueError: If the split is not allowed, is empty, or the shapes do not agree.
+        FileNotFoundError: If the run has no model or no labels file.
+    """
+    _check_split(split)
+    run_dir = resolve_run_dir(run)
+    model_path = run_dir / MODEL_FILE
+    labels_path = run_dir / LABELS_FILE
+    if not model_path.is_file() or not labels_path.is_file():
+        raise FileNotFoundError(
+            f"Run {run_dir.name!r} has no {MODEL_FILE} and {LABELS_FILE} to record an "
+            "evaluation of."
+        )
+    model_labels = [line for line in labels_path.read_text(encoding="utf-8").splitlines() if line]
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if (
+        not images
+        or len(images) != len(truths)
+        or probabilities.shape
+        != (
+            len(images),
+            len(model_labels),
+        )
+    ):
+        raise ValueError(
+            f"record_evaluation needs one label and one row of {len(model_labels)} "
+            f"probabilities per image. Received: {len(images)} images, {len(truths)} labels, "
+            f"probabilities of shape {probabilities.shape}"
+        )
+    dataset_id = str(read_config_dict(run_dir).get("dataset") or "")
+    truths = [str(label) for label in truths]
+    result = _result(
+        run_dir.name,
+        split,
+        dataset_id,
+        Path(dataset_dir),
+        list(images),
+        truths,
+        probabilities,
+        model_labels,
+    )
+    key = _split_key(model_path, list(images), truths)
+    atomic_write_json(cache_path(run_dir, split), {"key": key, "result": result.to_dict()})
     return result

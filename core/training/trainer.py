@@ -220,6 +220,9 @@ class TrainingData:
         test_targets: One-hot targets of the test rows.
         embeddings: The backbone embeddings of every cache row once the fast path loaded
             them (the frozen backbone's; None before).
+        dataset_dir: The dataset's folder.
+        val_images: Image names of the val rows, in the same order.
+        test_images: Image names of the test rows, in the same order.
     """
 
     classes: list[str]
@@ -236,6 +239,9 @@ class TrainingData:
         default_factory=lambda: np.zeros((0, 0), "float32")
     )
     embeddings: np.ndarray | None = None
+    dataset_dir: Path | None = None
+    val_images: list[str] = dataclasses.field(default_factory=list)
+    test_images: list[str] = dataclasses.field(default_factory=list)
 
 
 def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribution]:
@@ -330,6 +336,9 @@ def prepare_data(config: TrainConfig, ctx: RunContext) -> TrainingData:
         sample_weights=weights,
         test_rows=cache.rows(list(test_frame["image"])),
         test_targets=_one_hot(y_test, len(classes)),
+        dataset_dir=dataset.dir,
+        val_images=[str(v) for v in val_frame["image"]],
+        test_images=[str(v) for v in test_frame["image"]],
     )
 
 
@@ -820,12 +829,48 @@ def evaluate_saved_model(
         probabilities = outputs
     val = split_scores(probabilities[: len(data.val_rows)], data.val_targets)
     test = split_scores(probabilities[len(data.val_rows) :], data.test_targets)
+    _record_evaluations(ctx, data, probabilities)
     return {
         "val_accuracy": val["accuracy"],
         "val_loss": val["loss"],
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
     }
+
+
+def _record_evaluations(ctx: RunContext, data: TrainingData, probabilities: np.ndarray) -> None:
+    """Keeps the saved model's val and test scores for the Evaluate page (no model load there).
+
+    A failure to write costs only speed (the page then evaluates the model itself), so it
+    becomes a note of the run, not a failed run.
+    """
+    from core.runs.evaluate import record_evaluation
+
+    if data.dataset_dir is None:
+        return
+    count = len(data.val_rows)
+    splits = {
+        "val": (data.val_images, data.val_targets, probabilities[:count]),
+        "test": (data.test_images, data.test_targets, probabilities[count:]),
+    }
+    for split, (images, targets, scores) in splits.items():
+        if not images or len(images) != len(scores):
+            continue
+        truths = [data.classes[i] for i in np.argmax(targets, axis=1)]
+        try:
+            record_evaluation(
+                ctx.folder,
+                split,
+                dataset_dir=data.dataset_dir,
+                images=images,
+                truths=truths,
+                probabilities=scores,
+            )
+        except OSError as error:
+            ctx.note(
+                f"The {split} scores of the saved model could not be kept for the Evaluate "
+                f"page ({error}); it will score the model itself when opened."
+            )
 
 
 def _scores_through_cut(cached: CachedTop, ctx: RunContext, data: TrainingData) -> np.ndarray:

@@ -136,3 +136,33 @@ def logistic_regression_reference(summary: dict, split_name: str = "val") -> flo
     x_eval, y_eval = split(split_name)
     model = LogisticRegression(max_iter=2000).fit(x_train, y_train)
     return float(model.score(x_eval, y_eval))
+
+
+def check_recorded_evaluations(folder: Path, summary: dict, *, confidence_tolerance: float) -> None:
+    """The worker left the saved model's val and test evaluations for the Evaluate page.
+
+    They answer :func:`core.runs.evaluate.evaluate` without the model (a model loader that
+    fails proves it is never called), agree with the run's summary, and match a fresh
+    evaluation of the saved model run whole on the images.
+    """
+    import numpy as np
+
+    from core.runs.evaluate import cache_path, evaluate
+
+    def no_model():
+        raise AssertionError("the recorded evaluation should have answered without the model")
+
+    for split in ("val", "test"):
+        assert cache_path(folder, split).is_file(), split
+        recorded = evaluate(folder, split, run_model=no_model)
+        assert recorded.accuracy == summary[f"{split}_accuracy"], split
+        assert recorded.n == summary[f"num_{split}"]
+        fresh = evaluate(folder, split, use_cache=False)
+        assert [r["image"] for r in recorded.predictions] == [r["image"] for r in fresh.predictions]
+        assert [r["true"] for r in recorded.predictions] == [r["true"] for r in fresh.predictions]
+        assert recorded.accuracy == fresh.accuracy, split
+        np.testing.assert_allclose(
+            [r["confidence"] for r in recorded.predictions],
+            [r["confidence"] for r in fresh.predictions],
+            atol=confidence_tolerance,
+        )

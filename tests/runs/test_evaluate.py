@@ -228,3 +228,52 @@ def test_figures_and_tables():
     assert selected_cell(event, LABELS) == ("cat", "dog")
     assert selected_cell({"selection": {"points": []}}, LABELS) is None
     assert selected_cell(None, LABELS) is None
+
+
+def test_a_recorded_evaluation_answers_like_the_model(run):
+    from core.data.store import load_dataset
+    from core.runs.evaluate import evaluate, record_evaluation
+    from core.runs.predict import load_batch, load_run_model
+
+    dataset_id, run_dir = run
+    dataset = load_dataset(dataset_id)
+    frame = dataset.frame("val")
+    opened = load_run_model(run_dir)
+    probabilities = opened.predict(load_batch(dataset.paths("val"), opened.image_size))
+    stored = record_evaluation(
+        run_dir,
+        "val",
+        dataset_dir=dataset.dir,
+        images=list(frame["image"]),
+        truths=list(frame["label"]),
+        probabilities=probabilities,
+    )
+
+    def no_model():
+        raise AssertionError("a recorded evaluation must answer without the model")
+
+    assert evaluate(run_dir, "val", run_model=no_model) == stored
+    assert stored == evaluate(run_dir, "val", use_cache=False)
+
+    # Rows the run did not score (a relabel since) are not answered from the record.
+    changed = list(frame["label"])
+    changed[0] = "some-other-class"
+    record_evaluation(
+        run_dir,
+        "val",
+        dataset_dir=dataset.dir,
+        images=list(frame["image"]),
+        truths=changed,
+        probabilities=probabilities,
+    )
+    assert evaluate(run_dir, "val") == stored
+
+    with pytest.raises(ValueError, match="Received: 1 images, 1 labels, probabilities of shape"):
+        record_evaluation(
+            run_dir,
+            "val",
+            dataset_dir=dataset.dir,
+            images=["a.jpg"],
+            truths=["a"],
+            probabilities=np.zeros((2, 2)),
+        )

@@ -14,7 +14,11 @@ from core.data.ingest import ingest
 from core.data.sample import write_sample_images
 from core.runs.store import MetricsReader, create_run, epoch_events, read_best, read_summary
 from core.training.worker import run_worker
-from tests.helpers.training import logistic_regression_reference, write_digits_folders
+from tests.helpers.training import (
+    check_recorded_evaluations,
+    logistic_regression_reference,
+    write_digits_folders,
+)
 
 
 def _train_with_defaults(dataset_id: str):
@@ -40,6 +44,8 @@ def _check_converged_and_matches_logreg(folder, summary) -> None:
     assert summary["test_accuracy"] is not None and summary["num_test"] > 0
     reference = logistic_regression_reference(summary)
     assert summary["val_accuracy"] >= reference - 0.01, (summary["val_accuracy"], reference)
+    # The head ran on the cached float32 embeddings: the same numbers as the whole model.
+    check_recorded_evaluations(folder, summary, confidence_tolerance=1e-4)
 
 
 @pytest.mark.slow

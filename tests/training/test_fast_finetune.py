@@ -21,7 +21,13 @@ from core.training.activations import (
     describe_bytes,
 )
 from core.training.out_of_memory import MIN_BATCH_SIZE, smaller_batch
-from tests.helpers.training import BACKBONE, make_dataset, small_config, worker_log
+from tests.helpers.training import (
+    BACKBONE,
+    check_recorded_evaluations,
+    make_dataset,
+    small_config,
+    worker_log,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +86,8 @@ def test_top_blocks_train_on_cached_activations_and_the_saved_model_agrees(tmp_p
     assert summary["val_loss"] == pytest.approx(summary["metrics"]["val_loss"], rel=0.02)
     # The run scored val and test through the cut; the saved file, loaded and run whole on
     # the images, gives the same accuracies.
-    from core.runs.evaluate import evaluate
-
-    for split in ("val", "test"):
-        whole = evaluate(folder, split, use_cache=False)
-        assert whole.accuracy == pytest.approx(summary[f"{split}_accuracy"]), split
+    # The scores are recorded for the Evaluate page (float16 activations: within 0.02).
+    check_recorded_evaluations(folder, summary, confidence_tolerance=0.02)
 
     # A second run of the same settings reuses the cache; a truncated cache is rebuilt.
     dataset = json.loads((folder / "config.json").read_text())["dataset"]
