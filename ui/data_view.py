@@ -17,7 +17,7 @@ import streamlit as st
 from core.data import drafts
 from core.workspace import datasets_dir
 from ui import engine
-from ui.figures import class_counts_figure
+from ui.figures import SPLIT_COLORS, class_counts_frame
 from ui.hold_record import hold_to_record
 from ui.text import md
 
@@ -242,7 +242,7 @@ def _group_files(group: Any) -> list[Any]:
 def _summary(folder: str, stamp: float) -> tuple[pd.DataFrame, list[str], Any]:
     dataset = engine.load_dataset(PurePosixPath(folder).name)
     counts = engine.dataset_counts(dataset)
-    return counts, dataset.problems(), class_counts_figure(counts)
+    return counts, dataset.problems(), class_counts_frame(counts)
 
 
 def summary(dataset: Any) -> tuple[pd.DataFrame, list[str], Any]:
@@ -257,7 +257,7 @@ def summary(dataset: Any) -> tuple[pd.DataFrame, list[str], Any]:
 
 def overview(dataset: Any) -> None:
     """Class counts chart, totals and the imbalance warning of a dataset."""
-    counts, problems, figure = summary(dataset)
+    counts, problems, chart = summary(dataset)
     totals = {str(k): int(v) for k, v in counts["total"].items()} if "total" in counts else {}
     cols = st.columns([2, 3], gap="large")
     with cols[0]:
@@ -267,7 +267,14 @@ def overview(dataset: Any) -> None:
         table = counts.rename(columns={"val": "validation"})
         st.dataframe(table, width="stretch")
     with cols[1]:
-        st.plotly_chart(figure, key="data_counts_chart")
+        st.bar_chart(
+            chart,
+            horizontal=True,
+            color=SPLIT_COLORS,
+            x_label="",
+            y_label="images",
+            height=max(180, 40 * len(chart) + 90),
+        )
     message = imbalance_message(totals)
     if message:
         st.warning(message, icon=":material/balance:")

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from ui.labels import block_title
-from ui.text import plot_text, plot_texts
+from ui.text import plot_text
 
 TRAIN_COLOR = "#2563EB"
 VAL_COLOR = "#F97316"
@@ -169,48 +170,33 @@ def batch_loss_figure(events: Iterable[Mapping[str, Any]], *, max_points: int = 
     return fig
 
 
-def class_counts_figure(counts: Mapping[str, Mapping[str, int]] | Any) -> go.Figure:
-    """Stacked horizontal bars: images per class, split into train / validation / test.
+SPLIT_COLUMNS = {"train": "train", "val": "validation", "test": "test"}
+SPLIT_COLORS = [TRAIN_COLOR, VAL_COLOR, TEST_COLOR]  # in the order of SPLIT_COLUMNS
+
+
+def class_counts_frame(counts: Mapping[str, Mapping[str, int]] | Any) -> pd.DataFrame:
+    """Images per class and split, shaped for ``st.bar_chart`` (stacked horizontal bars).
+
+    A native chart rather than Plotly: the Data page is the first page most users open, and
+    Plotly's browser bundle (4.7 MB to parse) alone made its first visit take over 2 s.
 
     Args:
         counts: ``{class: {"train": n, "val": n, "test": n}}`` or a pandas DataFrame with
-            classes as the index and ``train``/``val``/``test`` columns (``Dataset.counts()``).
+            classes as the index and ``train``/``val``/``test`` columns (``Dataset.counts()``);
+            other columns (``total``) and a ``total`` row are left out.
 
     Returns:
-        The figure; a class with no split columns is drawn as one "images" bar.
+        One row per class (its name as the index, kept as text) and the columns ``train``,
+        ``validation``, ``test`` (colours: ``SPLIT_COLORS``).
     """
-    if hasattr(counts, "to_dict") and hasattr(counts, "index"):
-        counts = {str(k): v for k, v in counts.to_dict(orient="index").items()}
-    names = list(counts)
-    classes = plot_texts(names)  # the user's class names, shown as text
-    fig = go.Figure()
-    splits = (
-        ("train", "train", TRAIN_COLOR),
-        ("val", "validation", VAL_COLOR),
-        ("test", "test", TEST_COLOR),
-    )
-    has_splits = any(isinstance(v, Mapping) and "train" in v for v in counts.values())
-    if has_splits:
-        for key, name, color in splits:
-            fig.add_trace(
-                go.Bar(
-                    y=classes,
-                    x=[int(counts[c].get(key, 0)) for c in names],
-                    name=name,
-                    orientation="h",
-                    marker_color=color,
-                )
-            )
-    else:
-        values = [int(v["total"]) if isinstance(v, Mapping) else int(v) for v in counts.values()]
-        fig.add_trace(
-            go.Bar(y=classes, x=values, name="images", orientation="h", marker_color=TRAIN_COLOR)
-        )
-    height = max(220, 60 + 34 * len(classes))
-    _layout(fig, title="Images per class", x="images", y="", height=height)
-    fig.update_layout(barmode="stack", hovermode="y unified", legend_traceorder="normal")
-    fig.update_yaxes(autorange="reversed")
-    return fig
+    if not (hasattr(counts, "to_dict") and hasattr(counts, "index")):
+        counts = pd.DataFrame.from_dict(dict(counts), orient="index").fillna(0)
+    frame = pd.DataFrame(index=[str(name) for name in counts.index if str(name) != "total"])
+    for key, column in SPLIT_COLUMNS.items():
+        values = counts[key] if key in counts.columns else pd.Series(0, index=counts.index)
+        frame[column] = [int(values[name]) for name in counts.index if str(name) != "total"]
+    frame.index.name = "class"
+    return frame
 
 
 def block_diagram_figure(blocks: Sequence[Mapping[str, Any]], *, title: str = "") -> go.Figure:

@@ -106,7 +106,9 @@ def test_data_page_ingests_an_uploaded_zip(tmp_path):
     dataset = load_dataset(at.session_state["dataset_id"])
     assert dataset.classes == ["apple", "pear"] and len(dataset.manifest) == 18
     assert dataset.name == "fruit"
-    assert plotly_figures(at), "no class count chart"
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1, "no class count chart"
+    assert "validation" in charts[0].proto.spec  # one colour per split, named in the legend
 
 
 def test_data_page_moves_and_deletes_images(ready):

@@ -77,12 +77,6 @@ def test_history_legend_is_below_the_plot_so_it_hides_no_curve_at_100_percent(me
     assert fig.layout.margin.b >= 80  # room for the axis title and the legend
 
 
-def test_class_counts_legend_sits_under_the_axis_title_in_a_short_chart():
-    fig = figures.class_counts_figure({"a": {"train": 4, "val": 1, "test": 1}})
-    assert fig.layout.height <= 240  # short: a legend placed by plot fraction hit the title
-    assert fig.layout.legend.yref == "container" and fig.layout.legend.yanchor == "bottom"
-
-
 def test_history_figure_of_a_run_without_epochs_is_empty_but_valid():
     fig = figures.history_figure([], "loss")
     assert len(fig.data) == 2 and all(len(trace.x) == 0 for trace in fig.data)
@@ -94,19 +88,21 @@ def test_batch_loss_figure_places_batches_in_epoch_units():
     assert list(fig.data[0].y) == pytest.approx([2.0, 2.0, 1.0, 1.0])
 
 
-def test_class_counts_figure_stacks_the_splits_from_a_dataframe():
+def test_class_counts_frame_has_one_row_per_class_and_a_column_per_split():
     counts = pd.DataFrame(
-        {"train": [7, 5], "val": [2, 1], "test": [1, 1], "total": [10, 7]}, index=["cat", "dog"]
+        {"train": [7, 5, 12], "val": [2, 1, 3], "test": [1, 1, 2], "total": [10, 7, 17]},
+        index=["cat", "dog", "total"],
     )
-    fig = figures.class_counts_figure(counts)
-    assert [trace.name for trace in fig.data] == ["train", "validation", "test"]
-    assert list(fig.data[0].y) == ["cat", "dog"] and list(fig.data[0].x) == [7, 5]
-    assert fig.layout.barmode == "stack"
+    frame = figures.class_counts_frame(counts)
+    assert list(frame.columns) == ["train", "validation", "test"]
+    assert list(frame.index) == ["cat", "dog"]  # the totals row is not a class
+    assert frame.loc["cat"].tolist() == [7, 2, 1]
+    assert len(figures.SPLIT_COLORS) == len(frame.columns)
 
 
-def test_class_counts_figure_accepts_plain_counts():
-    fig = figures.class_counts_figure({"a": 3, "b": 4})
-    assert list(fig.data[0].x) == [3, 4]
+def test_class_counts_frame_accepts_a_mapping_with_missing_splits():
+    frame = figures.class_counts_frame({"a": {"train": 3}, "b": {"train": 4, "test": 1}})
+    assert frame.loc["a"].tolist() == [3, 0, 0] and frame.loc["b"].tolist() == [4, 0, 1]
 
 
 def test_block_diagram_greys_frozen_blocks_and_colours_the_head():
