@@ -1,8 +1,9 @@
 """Helpers of the Model page: the backbone table, cached block tables, weights, previews.
 
-The block diagram needs a built network, but not its weights: the architecture is built
-once per (backbone, size, head) with ``weights="none"`` and every "what trains" choice is
-applied to it once, so moving the slider only reads a cached table.
+The block diagram needs a built network, but not its weights: each backbone's tables at its
+default size and head ship with the code (:mod:`core.models.block_tables`); any other is built
+once per (backbone, size, head) with ``weights="none"``, so moving the slider only reads a
+cached table.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.config import AugmentConfig, ModelConfig
+from core.config import AugmentConfig
 from core.models.estimate import MeasuredEpochs, calibrated_estimate
 from core.models.registry import BACKBONES, get_backbone
 
@@ -107,44 +108,13 @@ def _measured_epochs(stamp: tuple[tuple[str, int], ...]) -> list[MeasuredEpochs]
 @st.cache_data(show_spinner="Building the network to draw it…", max_entries=16)
 def block_tables(
     backbone: str, size: int, pooling: str, dense_units: tuple[int, ...], num_classes: int
-) -> dict[str, tuple[list[dict[str, Any]], dict[str, int]]]:
-    """For every "what trains" choice: the block table and the parameter counts.
+) -> dict[str, tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]]:
+    """:func:`core.models.block_tables.compute_block_tables`, from the shipped tables where
+    they hold this backbone, size and head (no TensorFlow then), else built once and cached."""
+    from core.models.block_tables import compute_block_tables, shipped_block_tables
 
-    Builds the architecture once with random weights (no download) and applies each choice.
-
-    Returns:
-        ``{"head": (blocks, counts, cut), "top:1": ..., "all": ...}``; ``cut`` says whether
-        fast fine-tuning can cache the frozen part: ``{"possible", "reason", "values"}``
-        (numbers kept per image).
-    """
-    from core.models.cut import find_cut
-    from core.models.transfer import (
-        block_table,
-        build_model,
-        num_blocks,
-        parameter_counts,
-        set_trainable,
-    )
-
-    config = ModelConfig(
-        backbone=backbone,
-        weights="none",
-        image_size=size,
-        pooling=pooling,
-        dense_units=dense_units,
-    )
-    model = build_model(config, num_classes)
-    policies = ["head", *[f"top:{n}" for n in range(1, num_blocks(backbone) + 1)], "all"]
-    tables = {}
-    for policy in policies:
-        set_trainable(model, policy)
-        blocks = [
-            {k: row[k] for k in ("name", "params", "trainable")} for row in block_table(model)
-        ]
-        plan = find_cut(model, policy, require_pretrained=False)
-        cut = {"possible": plan.possible, "reason": plan.reason, "values": plan.values_per_image}
-        tables[policy] = (blocks, parameter_counts(model), cut)
-    return tables
+    args = (backbone, size, pooling, dense_units, num_classes)
+    return shipped_block_tables(*args) or compute_block_tables(*args)
 
 
 def fast_finetune_caption(
