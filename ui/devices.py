@@ -7,9 +7,19 @@ from typing import Any
 import streamlit as st
 
 
-@st.cache_data(show_spinner="Looking at this machine…", ttl=3600)
 def device_info() -> dict[str, Any]:
-    """:func:`core.training.devices.describe_devices`, asked once an hour (it imports Keras)."""
+    """What training runs on: what the last training worker saw, if recent, else asked here.
+
+    The worker's description (:func:`core.training.devices.remembered_devices`) needs no
+    TensorFlow in the app; asking here imports it (seconds on a CPU), once an hour.
+    """
+    from core.training.devices import remembered_devices
+
+    return remembered_devices() or _described_here()
+
+
+@st.cache_data(show_spinner="Looking at this machine…", ttl=3600)
+def _described_here() -> dict[str, Any]:
     from core.training.devices import describe_devices
 
     return describe_devices()

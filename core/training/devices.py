@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,37 @@ def describe_devices() -> dict[str, Any]:
         "host_memory_bytes": host,
         "label": f"cpu: {name} ({cores} cores, {backend})",
     }
+
+
+DEVICES_FILE = "devices.json"
+REMEMBERED_SECONDS = 3600.0
+
+
+def remember_devices(info: dict[str, Any]) -> None:
+    """Keeps :func:`describe_devices`' answer in the workspace cache for the app to read.
+
+    The training worker imports TensorFlow anyway; the app then describes the machine without
+    importing it (seconds on a CPU, on the first visit of the Model page). Called only where
+    every GPU is visible (a worker pinned to one GPU would describe less than the machine).
+    """
+    from core.atomic import atomic_write_json
+    from core.workspace import cache_dir
+
+    atomic_write_json(cache_dir() / DEVICES_FILE, {"time": time.time(), "devices": info})
+
+
+def remembered_devices(max_age: float = REMEMBERED_SECONDS) -> dict[str, Any] | None:
+    """What :func:`remember_devices` kept, if younger than ``max_age`` seconds and intact."""
+    from core.jsonfile import read_json_cache
+    from core.workspace import cache_dir
+
+    data = read_json_cache(cache_dir() / DEVICES_FILE)
+    if not data or not isinstance(data.get("devices"), dict):
+        return None
+    stamp = data.get("time")
+    if not isinstance(stamp, int | float) or not 0 <= time.time() - stamp <= max_age:
+        return None
+    info = data["devices"]
+    if not isinstance(info.get("label"), str) or info.get("kind") not in ("cpu", "gpu"):
+        return None
+    return info

@@ -56,7 +56,7 @@ from core.training.cached_top import (
     prepare_cached_top,
 )
 from core.training.context import RunContext
-from core.training.devices import describe_devices
+from core.training.devices import describe_devices, remember_devices
 from core.training.distribute import (
     Distribution,
     embedding_method,
@@ -259,6 +259,11 @@ def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribut
     if dist.distributed:
         ctx.note(dist.describe(config.batch_size))
     device = describe_devices()
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:  # it sees the machine as the app does
+        try:
+            remember_devices(device)
+        except OSError as error:  # only costs the app a slower first Model page
+            ctx.note(f"Could not keep the device description for the app: {error}")
     ctx.set(device=device["label"], phase="loading", message="Loading the dataset.")
     ctx.summary["device"] = device["label"]
     # What the epoch times in the summary were measured on (see core.models.estimate).

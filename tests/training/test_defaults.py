@@ -27,7 +27,12 @@ def _train_with_defaults(dataset_id: str):
     folder = create_run(config)
     status = run_worker(folder)
     assert status.state == "completed", status.message
-    return folder, read_summary(folder)
+    summary = read_summary(folder)
+    # The worker kept what it trained on for the app (no TensorFlow import there).
+    from core.training.devices import remembered_devices
+
+    assert remembered_devices()["label"] == summary["device"]
+    return folder, summary
 
 
 def _check_converged_and_matches_logreg(folder, summary) -> None:
