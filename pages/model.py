@@ -6,7 +6,7 @@ from core.config import POOLINGS, ModelConfig, parse_trainable
 from core.models.registry import get_backbone
 from ui import engine, model_view
 from ui.devices import device_info
-from ui.figures import block_diagram_figure
+from ui.figures import block_diagram_spec
 from ui.labels import trainable_phrase
 from ui.model_sections import augmentation_section, backbone_section
 from ui.router import require_router
@@ -108,12 +108,10 @@ if policy == "top":
         )
     )
 d = diagram_slot.columns([3, 1], vertical_alignment="center")
-d[0].plotly_chart(
-    block_diagram_figure(
-        blocks, title=f"{spec.display_name}: grey blocks stay frozen, coloured ones learn"
-    ),
-    key="model_diagram",
+diagram_data, diagram_spec = block_diagram_spec(
+    blocks, title=f"{spec.display_name}: grey blocks stay frozen, coloured ones learn"
 )
+d[0].vega_lite_chart(diagram_data, diagram_spec, key="model_diagram")
 with d[1]:
     st.metric("Trainable parameters", f"{params['trainable']:,}")
     st.metric("Frozen parameters", f"{params['frozen']:,}")

@@ -199,50 +199,79 @@ def class_counts_frame(counts: Mapping[str, Mapping[str, int]] | Any) -> pd.Data
     return frame
 
 
-def block_diagram_figure(blocks: Sequence[Mapping[str, Any]], *, title: str = "") -> go.Figure:
+def block_diagram_spec(
+    blocks: Sequence[Mapping[str, Any]], *, title: str = ""
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The network as a row of blocks from input to output, frozen blocks greyed.
+
+    A native (Vega-Lite) chart, for ``st.vega_lite_chart(data, spec)``: the Model page then
+    loads no Plotly bundle, which with the network build made its first visit over 2 s.
 
     Args:
         blocks: ``[{"name": str, "params": int, "trainable": bool}, ...]`` from input to
             output (``core.models.transfer.block_table``). A block named ``head`` is drawn in its
             own colour.
-        title: Figure title.
+        title: Chart title.
 
     Returns:
-        A bar per block whose height is its parameter count (log scale), coloured by
-        whether it trains.
+        The data (one row per block: ``order``, ``block`` (readable name), ``parameters``,
+        ``state``, ``color``) and the spec: a bar per block whose height is its parameter
+        count on a log axis labelled in powers of ten, coloured by whether it trains.
     """
-    names = [block_title(str(b["name"])) for b in blocks]
-    params = [max(int(b.get("params", 0)), 1) for b in blocks]
-    colors = []
-    states = []
-    for block in blocks:
+    rows = []
+    for index, block in enumerate(blocks):
         trainable = bool(block.get("trainable"))
-        states.append("trains" if trainable else "frozen")
         if str(block["name"]) == "head":
-            colors.append(HEAD_COLOR if trainable else FROZEN_COLOR)
+            color = HEAD_COLOR if trainable else FROZEN_COLOR
         else:
-            colors.append(TRAINABLE_COLOR if trainable else FROZEN_COLOR)
-    fig = go.Figure(
-        go.Bar(
-            x=list(range(len(names))),
-            y=params,
-            marker_color=colors,
-            marker_line={"color": "#475569", "width": 0.5},
-            customdata=list(
-                zip(names, [int(b.get("params", 0)) for b in blocks], states, strict=True)
-            ),
-            hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]:,} parameters<br>"
-            "%{customdata[2]}<extra></extra>",
+            color = TRAINABLE_COLOR if trainable else FROZEN_COLOR
+        rows.append(
+            {
+                "order": index,
+                "block": block_title(str(block["name"])),
+                "parameters": max(int(block.get("params", 0)), 1),
+                "state": "learns" if trainable else "frozen",
+                "color": color,
+            }
         )
-    )
-    _layout(fig, title=title, x="input  →  output", y="parameters", height=280)
-    fig.update_layout(showlegend=False, bargap=0.15, hovermode="closest")
-    fig.update_yaxes(type="log", dtick=1)  # powers of ten only: no stray "2, 5" ticks
-    fig.update_xaxes(
-        tickmode="array", tickvals=list(range(len(names))), ticktext=names, tickangle=-45
-    )
-    return fig
+    data = pd.DataFrame(rows, columns=["order", "block", "parameters", "state", "color"])
+    largest = int(data["parameters"].max()) if rows else 10
+    top = 10 ** max(1, len(str(largest)))  # the power of ten above the largest block
+    spec = {
+        "height": 300,
+        "title": {"text": title, "anchor": "start", "fontSize": 14} if title else None,
+        "mark": {"type": "bar", "stroke": "#475569", "strokeWidth": 0.5},
+        "encoding": {
+            "x": {
+                "field": "block",
+                "type": "nominal",
+                "sort": {"field": "order"},
+                "title": "input  →  output",
+                "axis": {"labelAngle": -45, "labelOverlap": False},
+            },
+            "y": {
+                "field": "parameters",
+                "type": "quantitative",
+                "scale": {"type": "log", "domain": [1, top]},
+                "title": "parameters",
+                # Powers of ten only: no stray "2, 5" ticks.
+                "axis": {
+                    "values": [10**k for k in range(0, len(str(top)))],
+                    "format": "~s",
+                },
+            },
+            "y2": {"datum": 1},  # bars rise from 1 (a log axis has no zero)
+            "color": {"field": "color", "type": "nominal", "scale": None, "legend": None},
+            "tooltip": [
+                {"field": "block", "title": "block"},
+                {"field": "parameters", "format": ",", "title": "parameters"},
+                {"field": "state", "title": "state"},
+            ],
+        },
+    }
+    if not title:
+        del spec["title"]
+    return data, spec
 
 
 def compare_figure(

@@ -112,20 +112,18 @@ def test_block_diagram_greys_frozen_blocks_and_colours_the_head():
         {"name": "block2", "params": 3000, "trainable": True},
         {"name": "head", "params": 50, "trainable": True},
     ]
-    fig = figures.block_diagram_figure(blocks)
-    colors = list(fig.data[0].marker.color)
-    assert colors == [
+    data, spec = figures.block_diagram_spec(blocks)
+    assert list(data["color"]) == [
         figures.FROZEN_COLOR,
         figures.FROZEN_COLOR,
         figures.TRAINABLE_COLOR,
         figures.HEAD_COLOR,
     ]
-    assert list(fig.layout.xaxis.ticktext) == [
-        "First layers",
-        "Block 1",
-        "Block 2",
-        "New last layer",
-    ]
+    assert list(data["block"]) == ["First layers", "Block 1", "Block 2", "New last layer"]
+    assert list(data["state"]) == ["frozen", "frozen", "learns", "learns"]
+    # Bars in input-to-output order, their colours taken as given (no legend to decode).
+    assert spec["encoding"]["x"]["sort"] == {"field": "order"}
+    assert spec["encoding"]["color"]["scale"] is None
 
 
 def test_compare_figure_draws_one_line_per_run():
@@ -254,14 +252,18 @@ def test_augment_preview_changes_images_with_the_training_layers(tmp_path):
 
 
 def test_block_diagram_shows_only_powers_of_ten_on_its_log_axis():
-    from ui.figures import block_diagram_figure
+    from ui.figures import block_diagram_spec
 
     blocks = [
         {"name": "stem", "params": 900, "trainable": False},
         {"name": "head", "params": 250_000, "trainable": True},
     ]
-    axis = block_diagram_figure(blocks, title="t").layout.yaxis
-    assert axis.type == "log" and axis.dtick == 1
+    _, spec = block_diagram_spec(blocks, title="t")
+    y = spec["encoding"]["y"]
+    assert y["scale"] == {"type": "log", "domain": [1, 1_000_000]}
+    assert y["axis"]["values"] == [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
+    assert spec["encoding"]["y2"] == {"datum": 1}  # bars start at 1: a log axis has no 0
+    assert spec["title"]["text"] == "t"
 
 
 def test_block_diagram_names_blocks_in_readable_words():
@@ -272,7 +274,14 @@ def test_block_diagram_names_blocks_in_readable_words():
         {"name": "top", "params": 4_000, "trainable": True},
         {"name": "head", "params": 250_000, "trainable": True},
     ]
-    ticks = list(figures.block_diagram_figure(blocks).layout.xaxis.ticktext)
-    assert ticks == ["First layers", "Block 6a", "Conv5 block 3", "Final layers", "New last layer"]
-    # Hover keeps the readable name too; the colour still marks the head.
-    assert figures.block_diagram_figure(blocks).data[0].marker.color[-1] == figures.HEAD_COLOR
+    data, spec = figures.block_diagram_spec(blocks)
+    assert list(data["block"]) == [
+        "First layers",
+        "Block 6a",
+        "Conv5 block 3",
+        "Final layers",
+        "New last layer",
+    ]
+    # The tooltip shows the readable name too; the colour still marks the head.
+    assert spec["encoding"]["tooltip"][0]["field"] == "block"
+    assert data["color"].iloc[-1] == figures.HEAD_COLOR
