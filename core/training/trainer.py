@@ -75,6 +75,7 @@ from core.training.embeddings import (
     views_key,
 )
 from core.training.feeder import ArrayFeeder, ViewFeeder
+from core.training.final_scores import record_evaluations, scores_through_cut
 from core.training.out_of_memory import smaller_batch
 
 if TYPE_CHECKING:
@@ -822,7 +823,7 @@ def evaluate_saved_model(
         features = np.asarray(embeddings[rows], dtype="float32")
         probabilities = np.asarray(head_of(model).predict(features, verbose=0, batch_size=256))
     elif cached_top is not None:
-        probabilities = _scores_through_cut(cached_top, ctx, data)
+        probabilities = scores_through_cut(cached_top, ctx, data)
     else:
         order = np.argsort(rows)
         outputs = np.empty((len(rows), len(data.classes)), dtype="float32")
@@ -834,66 +835,13 @@ def evaluate_saved_model(
         probabilities = outputs
     val = split_scores(probabilities[: len(data.val_rows)], data.val_targets)
     test = split_scores(probabilities[len(data.val_rows) :], data.test_targets)
-    _record_evaluations(ctx, data, probabilities)
+    record_evaluations(ctx, data, probabilities)
     return {
         "val_accuracy": val["accuracy"],
         "val_loss": val["loss"],
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
     }
-
-
-def _record_evaluations(ctx: RunContext, data: TrainingData, probabilities: np.ndarray) -> None:
-    """Keeps the saved model's val and test scores for the Evaluate page (no model load there).
-
-    A failure to write costs only speed (the page then evaluates the model itself), so it
-    becomes a note of the run, not a failed run.
-    """
-    from core.runs.evaluate import record_evaluation
-
-    if data.dataset_dir is None:
-        return
-    count = len(data.val_rows)
-    splits = {
-        "val": (data.val_images, data.val_targets, probabilities[:count]),
-        "test": (data.test_images, data.test_targets, probabilities[count:]),
-    }
-    for split, (images, targets, scores) in splits.items():
-        if not images or len(images) != len(scores):
-            continue
-        truths = [data.classes[i] for i in np.argmax(targets, axis=1)]
-        try:
-            record_evaluation(
-                ctx.folder,
-                split,
-                dataset_dir=data.dataset_dir,
-                images=images,
-                truths=truths,
-                probabilities=scores,
-            )
-        except OSError as error:
-            ctx.note(
-                f"The {split} scores of the saved model could not be kept for the Evaluate "
-                f"page ({error}); it will score the model itself when opened."
-            )
-
-
-def _scores_through_cut(cached: CachedTop, ctx: RunContext, data: TrainingData) -> np.ndarray:
-    """Probabilities of the validation then test rows, through ``cached``'s bottom and top."""
-    outputs = []
-    batch_size = cached.batch_size
-    for start in range(0, len(data.val_rows), 256):
-        activations = np.asarray(cached.cache.val[start : start + 256], dtype="float32")
-        outputs.append(compute_embeddings(cached.top, activations, batch_size=batch_size))
-        ctx.token.raise_if_set()
-    test_rows = np.asarray(data.test_rows, dtype=np.int64)
-    for start in range(0, len(test_rows), 256):
-        images = np.asarray(data.cache.array[test_rows[start : start + 256]])
-        activations = compute_embeddings(cached.bottom, images, batch_size=batch_size)
-        outputs.append(compute_embeddings(cached.top, activations, batch_size=batch_size))
-        ctx.token.raise_if_set()
-    classes = len(data.classes)
-    return np.concatenate(outputs) if outputs else np.empty((0, classes), dtype="float32")
 
 
 def _final_summary(
