@@ -33,6 +33,34 @@ def _ingest_from(make_source, **kwargs):
     return ingest.ingest(make_source(), **kwargs)
 
 
+def _change_dataset(key: str, change, dataset_id: str) -> None:
+    """Button callback: applies a dataset change before the page is drawn.
+
+    The page then draws once, already showing the change (a change made in the page's own
+    run needs a second run to show it). A refused change is kept under ``key`` for
+    :func:`_show_change_error`.
+    """
+    try:
+        change(dataset_id)
+    except ValueError as error:  # DatasetError too: the message says what is wrong
+        st.session_state[f"{key}_error"] = str(error)
+
+
+def _show_change_error(key: str) -> None:
+    if error := st.session_state.pop(f"{key}_error", None):
+        st.error(error)
+
+
+def _rename_class(dataset_id: str) -> None:
+    state = st.session_state
+    store.rename_class(dataset_id, state["data_rename_old"], state["data_rename_new"].strip())
+
+
+def _resplit(dataset_id: str) -> None:
+    state = st.session_state
+    store.resplit(dataset_id, state["data_val"], state["data_test"], int(state["data_seed"]))
+
+
 def _run_ingest(call, *args, after=None, **kwargs) -> None:
     """Runs an ingest call with a progress bar, remembers its report, selects the dataset.
 
@@ -245,17 +273,19 @@ def _browse(dataset) -> None:
 
 _browse(dataset)
 
+
 with st.expander("Rename a class", icon=":material/edit:"):
     cols = st.columns([1, 1, 1], vertical_alignment="bottom")
     old = cols[0].selectbox("Class", dataset.classes, key="data_rename_old")
     new = cols[1].text_input("New name", key="data_rename_new").strip()
-    if cols[2].button("Rename", disabled=not new or new == old, key="data_rename_go"):
-        try:
-            store.rename_class(dataset.id, old, new)
-        except ValueError as error:
-            st.error(str(error))
-        else:
-            st.rerun()
+    cols[2].button(
+        "Rename",
+        disabled=not new or new == old,
+        key="data_rename_go",
+        on_click=_change_dataset,
+        args=("data_rename", _rename_class, dataset.id),
+    )
+    _show_change_error("data_rename")
 
 st.subheader("Train / validation / test split")
 st.caption(
@@ -278,10 +308,11 @@ seed = cols[2].number_input(
     key="data_seed",
     help="The same seed always gives the same split.",
 )
-if cols[3].button("Apply split", icon=":material/call_split:", key="data_split"):
-    try:
-        store.resplit(dataset.id, val, test, int(seed))
-    except ValueError as error:
-        st.error(str(error))
-    else:
-        st.rerun()
+cols[3].button(
+    "Apply split",
+    icon=":material/call_split:",
+    key="data_split",
+    on_click=_change_dataset,
+    args=("data_split", _resplit, dataset.id),
+)
+_show_change_error("data_split")

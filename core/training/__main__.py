@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.training.priority import MAX_NICENESS, lower_priority
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -31,15 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         help="Lower this process's CPU priority by N (0-19): the app stays quick while it trains.",
     )
     args = parser.parse_args(argv)
-    if not 0 <= args.nice <= 19:
-        parser.error(f"--nice must be between 0 and 19, got {args.nice}")
+    if not 0 <= args.nice <= MAX_NICENESS:
+        parser.error(f"--nice must be between 0 and {MAX_NICENESS}, got {args.nice}")
     folder = Path(args.run_dir).resolve()
     if not (folder / "config.json").is_file():
         sys.stderr.write(f"error: run folder {str(folder)!r} holds no config.json\n")
         return 2
 
-    if args.nice:
-        os.nice(args.nice)  # before the training code (and TensorFlow) is even imported
+    # Before the training code (and TensorFlow, with its threads) is even imported.
+    problem = lower_priority(args.nice)
+    if problem:
+        sys.stderr.write(f"warning: {problem}\n")
     from core.training.worker import run_worker
 
     final = run_worker(folder, resume=args.resume)

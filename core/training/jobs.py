@@ -82,9 +82,10 @@ def _watch(process: subprocess.Popen) -> None:
 def worker_command(folder: Path, *, resume: bool = False) -> list[str]:
     """The command line of the worker process for run folder ``folder``.
 
-    The worker runs at a lower CPU priority (:data:`WORKER_NICENESS`): on a machine with few
-    cores, training would otherwise slow every click in the app, and it loses almost nothing
-    when the app is idle.
+    The worker runs at a lower CPU priority (:data:`WORKER_NICENESS`, for the process and
+    its session's scheduling group, see :mod:`core.training.priority`): on a machine with
+    few cores, training would otherwise slow every click in the app, and it loses almost
+    nothing when the app is idle.
     """
     command = [sys.executable, "-m", "core.training", str(folder), "--nice", str(WORKER_NICENESS)]
     if resume:

@@ -320,6 +320,36 @@ def test_data_page_adds_a_webcam_picture_renames_and_resplits(ready, tmp_path):
     no_exception(at)
     dataset = load_dataset(ready["dataset_id"])
     assert dataset.test_fraction == 0.0 and int(dataset.counts()["test"].sum()) == 0
+    # The change is applied before the page draws: this very run shows the new split.
+    assert any("**0** test images" in m.value for m in at.markdown), [m.value for m in at.markdown]
+
+
+def test_data_page_shows_why_a_rename_or_split_was_refused(ready):
+    from core.data.store import load_dataset
+
+    classes = load_dataset(ready["dataset_id"]).classes
+    at = app_on("data", dataset_id=ready["dataset_id"])
+    at.text_input(key="data_rename_new").input("x" * 500)
+    at.run()
+    at.button(key="data_rename_go").click()
+    at.run()
+    no_exception(at)
+    assert any("at most 120 characters" in e.value for e in at.error), [e.value for e in at.error]
+    assert load_dataset(ready["dataset_id"]).classes == classes
+
+    # A class of two images cannot give one to each of train, validation and test.
+    from core.data.store import relabel_images
+
+    relabel_images(
+        ready["dataset_id"], list(load_dataset(ready["dataset_id"]).manifest["image"][:2]), "tiny"
+    )
+    at.button(key="data_split").click()
+    at.run()
+    no_exception(at)
+    assert any("Cannot split" in e.value for e in at.error), [e.value for e in at.error]
+    # Shown once: the next run of the page no longer carries it.
+    at.run()
+    assert not any("Cannot split" in e.value for e in at.error)
 
 
 def _set_status(workspace: Path, run_id: str, **changes) -> None:

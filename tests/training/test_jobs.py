@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,11 @@ def test_cancel_a_queued_run_and_refuse_to_resume_an_active_one(tmp_path):
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     worker = os.getpriority(os.PRIO_PROCESS, read_status(running).pid)
     assert worker == min(19, ours + WORKER_NICENESS)
+    # Its session's scheduling group too (it leads a session of its own): under autogroup
+    # scheduling a nice value alone does not make it yield to processes of another session.
+    autogroup = Path(f"/proc/{read_status(running).pid}/autogroup")
+    if autogroup.exists():
+        assert autogroup.read_text().split()[-1] == str(WORKER_NICENESS)
     queued = run_dir(start_run(small_config(dataset_id, epochs=1)))
     wait_for(lambda: read_status(queued).phase == "waiting" and read_status(queued).pid)
     with pytest.raises(ValueError, match="Only an interrupted, failed or cancelled run"):
