@@ -23,6 +23,8 @@ from core.models.registry import BACKBONES, get_backbone
 
 SHIPPED_FILE = Path(__file__).with_name("block_tables.json")
 SHIPPED_CLASSES = 2  # the tables in the file are for a 2-class head
+SHIPPED_POOLING = "avg"  # ... after global average pooling
+POOLINGS = ("avg", "max", "flatten")  # the poolings the file answers (adapting the head)
 HEAD_BLOCK = "head"
 
 Tables = dict[str, tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]]
@@ -89,19 +91,20 @@ def shipped_block_tables(
 ) -> Tables | None:
     """:func:`compute_block_tables` from ``block_tables.json``, or None where it has no entry.
 
-    The file holds each backbone at its default size with the default pooling and a linear
-    2-class head; a linear head of ``num_classes`` differs only in the head's parameters
-    (``features + 1`` per class), which are adjusted here. Any other head, size or pooling
-    (or a missing or damaged file) gives None: the caller builds the network.
+    The file holds each backbone at its default size with average pooling and a linear
+    2-class head, and the shape of its feature map. Another pooling or number of classes
+    changes only the head's parameters (``features + 1`` per class, where ``features`` is
+    the channels after a global pooling, every value when flattened), which are adjusted
+    here. Any other head or size (or a missing or damaged file) gives None: the caller
+    builds the network.
     """
-    defaults = ModelConfig()
-    if dense_units or pooling != defaults.pooling or num_classes < 2:
+    if dense_units or pooling not in POOLINGS or num_classes < 2:
         return None
     entry = _shipped().get(backbone)
     if not isinstance(entry, dict) or entry.get("size") != size:
         return None
     try:
-        return _unpack(entry, backbone, num_classes)
+        return _unpack(entry, backbone, num_classes, pooling)
     except (KeyError, TypeError, ValueError, IndexError):
         return None  # a damaged entry: the caller builds the network
 
@@ -122,16 +125,26 @@ def _pack(tables: Tables) -> dict[str, Any]:
     }
 
 
-def _unpack(entry: dict[str, Any], backbone: str, num_classes: int) -> Tables | None:
+def _head_features(entry: dict[str, Any], pooling: str) -> int:
+    """Numbers into the head: the feature map's channels, or all its values when flattened."""
+    height, width, channels = (int(n) for n in entry["feature_map"])
+    return height * width * channels if pooling == "flatten" else channels
+
+
+def _unpack(
+    entry: dict[str, Any], backbone: str, num_classes: int, pooling: str
+) -> Tables | None:
     names = [str(name) for name, _ in entry["blocks"]]
     params = [int(count) for _, count in entry["blocks"]]
     stored = entry["policies"]
     if set(stored) != set(policies(backbone)) or names[-1] != HEAD_BLOCK:
         return None
-    # A linear head has (features + 1) parameters per class.
-    features = (params[-1] - SHIPPED_CLASSES) // SHIPPED_CLASSES
-    extra = (features + 1) * (num_classes - SHIPPED_CLASSES)
-    params[-1] += extra
+    # A linear head has (features + 1) parameters per class; pooling adds none.
+    head = (_head_features(entry, pooling) + 1) * num_classes
+    if params[-1] != (_head_features(entry, SHIPPED_POOLING) + 1) * SHIPPED_CLASSES:
+        return None  # the file's head is not the linear head it should hold
+    extra = head - params[-1]
+    params[-1] = head
     adapted: Tables = {}
     for policy in policies(backbone):  # the file's keys are sorted: keep the slider's order
         choice = stored[policy]
@@ -151,12 +164,14 @@ def _unpack(entry: dict[str, Any], backbone: str, num_classes: int) -> Tables | 
 
 def write_shipped(path: Path = SHIPPED_FILE, backbones: list[str] | None = None) -> None:
     """Computes the tables of ``backbones`` (default: every registry backbone) into ``path``."""
-    defaults = ModelConfig()
+    from core.models.transfer import build_backbone
+
     data = {}
     for name in backbones or list(BACKBONES):
         size = get_backbone(name).default_size
-        tables = compute_block_tables(name, size, defaults.pooling, (), SHIPPED_CLASSES)
-        data[name] = {"size": size, **_pack(tables)}
+        tables = compute_block_tables(name, size, SHIPPED_POOLING, (), SHIPPED_CLASSES)
+        feature_map = [int(n) for n in build_backbone(name, size, "none").outputs[0].shape[1:]]
+        data[name] = {"size": size, "feature_map": feature_map, **_pack(tables)}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     path.write_text(text + "\n", encoding="utf-8")
 

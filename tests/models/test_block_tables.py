@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.config import ModelConfig
@@ -35,12 +37,33 @@ def test_shipped_tables_equal_the_built_network(backbone, classes):
     assert shipped == {policy: tuple(value) for policy, value in built.items()}
 
 
+# Every pooling the Model page offers: flattening gives the head every value of the map.
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "vgg16"])
+@pytest.mark.parametrize("pooling", ["max", "flatten"])
+def test_shipped_tables_answer_every_pooling(backbone, pooling):
+    size = get_backbone(backbone).default_size
+    args = (backbone, size, pooling, (), 3)
+    built = block_tables.compute_block_tables(*args)
+    shipped = block_tables.shipped_block_tables(*args)
+    assert shipped == {policy: tuple(value) for policy, value in built.items()}
+
+
 def test_other_heads_sizes_or_a_damaged_file_are_built_instead(tmp_path, monkeypatch):
     size = get_backbone("efficientnet_lite0").default_size
     assert block_tables.shipped_block_tables("efficientnet_lite0", size, "avg", (64,), 2) is None
     assert block_tables.shipped_block_tables("efficientnet_lite0", 96, "avg", (), 2) is None
-    assert block_tables.shipped_block_tables("efficientnet_lite0", size, "max", (), 2) is None
-    for damaged in ("", "[1, 2]", '{"efficientnet_lite0": {"size": 224, "blocks": 7}}'):
+    assert block_tables.shipped_block_tables("efficientnet_lite0", size, "sum", (), 2) is None
+    entry = json.loads(block_tables.SHIPPED_FILE.read_text())["efficientnet_lite0"]
+    without_map = json.dumps({"efficientnet_lite0": {**entry, "feature_map": None}})
+    wrong_head = json.loads(json.dumps(entry))
+    wrong_head["blocks"][-1][1] += 1
+    for damaged in (
+        "",
+        "[1, 2]",
+        '{"efficientnet_lite0": {"size": 224, "blocks": 7}}',
+        without_map,
+        json.dumps({"efficientnet_lite0": wrong_head}),
+    ):
         path = tmp_path / "block_tables.json"
         path.write_text(damaged)
         monkeypatch.setattr(block_tables, "SHIPPED_FILE", path)
