@@ -131,9 +131,7 @@ def _head_features(entry: dict[str, Any], pooling: str) -> int:
     return height * width * channels if pooling == "flatten" else channels
 
 
-def _unpack(
-    entry: dict[str, Any], backbone: str, num_classes: int, pooling: str
-) -> Tables | None:
+def _unpack(entry: dict[str, Any], backbone: str, num_classes: int, pooling: str) -> Tables | None:
     names = [str(name) for name, _ in entry["blocks"]]
     params = [int(count) for _, count in entry["blocks"]]
     stored = entry["policies"]
