@@ -1,4 +1,4 @@
-"""Pure Plotly figure builders for the app: data in, ``plotly.graph_objects.Figure`` out.
+"""Pure chart builders for the app: data in, a Plotly figure or a Vega-Lite (data, spec) out.
 
 Nothing here imports streamlit or reads files, so every chart the pages show can be tested
 on plain lists and dictionaries. Metric events are the dictionaries a run writes to
@@ -95,79 +95,158 @@ def _batch_x(event: Mapping[str, Any], index: int) -> float:
     return float(index + 1)
 
 
-def history_figure(
+def _phase_switches(epochs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Where the run changed phase: ``{"epoch": x, "label": text}``, half-way between epochs."""
+    phases = [(_epoch_x(e), e.get("phase")) for e in epochs]
+    switches = []
+    for (_, before), (epoch, after) in zip(phases, phases[1:], strict=False):
+        if before and after and before != after:
+            label = FINE_TUNE_MARKER if after == "fine-tune" else str(after)
+            switches.append({"epoch": epoch - 0.5, "label": label})
+    return switches
+
+
+def history_spec(
     events: Iterable[Mapping[str, Any]], metric: str = "loss", *, title: str | None = None
-) -> go.Figure:
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Train and validation curves of one metric, one point per epoch.
+
+    A native (Vega-Lite) chart, for ``st.vega_lite_chart(data, spec)``: the Train page then
+    loads no Plotly bundle (about 1 s of its first visit).
 
     Args:
         events: Metric events of a run (epoch events are picked out; others are ignored).
         metric: Keras log key without the ``val_`` prefix, e.g. ``"loss"`` or ``"accuracy"``.
-        title: Figure title; defaults to the metric's name.
+        title: Chart title; defaults to the metric's name.
 
     Returns:
-        A figure with a "train" and a "validation" line (either may be empty) and a dotted
-        vertical line where the run switched to its fine-tune phase.
+        The data (one row per point: ``epoch``, ``value``, ``series`` = ``train`` or
+        ``validation``) and the spec: a line with points per series, the legend below the
+        plot (so it hides no curve at 100%), and a dotted vertical line labelled just above
+        the plot where the run switched to its fine-tune phase.
     """
     epochs = epoch_events(events)
-    fig = go.Figure()
-    for key, name, color in (
-        (metric, "train", TRAIN_COLOR),
-        (f"val_{metric}", "validation", VAL_COLOR),
-    ):
-        points = [(_epoch_x(e), e[key]) for e in epochs if e.get(key) is not None]
-        fig.add_trace(
-            go.Scatter(
-                x=[p[0] for p in points],
-                y=[p[1] for p in points],
-                mode="lines+markers",
-                name=name,
-                line={"color": color, "width": 2.5},
-                marker={"size": 7},
-            )
-        )
-    phases = [(_epoch_x(e), e.get("phase")) for e in epochs]
-    for (_, before), (epoch, after) in zip(phases, phases[1:], strict=False):
-        if before and after and before != after:
-            fig.add_vline(x=epoch - 0.5, line_dash="dot", line_color="#64748B")
-            # Just above the plot, right of the line: it hides no curve, and the legend is
-            # below the plot so they never meet.
-            fig.add_annotation(
-                x=epoch - 0.5,
-                y=1,
-                yref="paper",
-                text=FINE_TUNE_MARKER if after == "fine-tune" else str(after),
-                showarrow=False,
-                xanchor="left",
-                yanchor="bottom",
-                font={"size": 11, "color": "#475569"},
-            )
+    rows = [
+        {"epoch": _epoch_x(e), "value": float(e[key]), "series": series}
+        for key, series in ((metric, "train"), (f"val_{metric}", "validation"))
+        for e in epochs
+        if e.get(key) is not None
+    ]
+    data = pd.DataFrame(rows, columns=["epoch", "value", "series"])
     label = _METRIC_TITLES.get(metric, metric.replace("_", " ").capitalize())
-    _layout(fig, title=title or label, x="epoch", y=label.lower())
-    fig.update_xaxes(dtick=1 if len(epochs) <= 20 else None, rangemode="tozero")
-    if metric == "accuracy":
-        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
-    elif not epochs:
-        fig.update_yaxes(range=[0, 1])
-    return fig
-
-
-def batch_loss_figure(events: Iterable[Mapping[str, Any]], *, max_points: int = 2000) -> go.Figure:
-    """Loss of every training batch, numbered across epochs (the last ``max_points`` shown)."""
-    batches = batch_events(events)[-max_points:]
-    xs = [_batch_x(e, i) for i, e in enumerate(batches)]
-    fig = go.Figure(
-        go.Scatter(
-            x=xs,
-            y=[e["loss"] for e in batches],
-            mode="lines",
-            name="batch loss",
-            line={"color": TRAIN_COLOR, "width": 1.5},
+    value_format = ".0%" if metric == "accuracy" else ".3~f"
+    y: dict[str, Any] = {
+        "field": "value",
+        "type": "quantitative",
+        "title": label.lower(),
+        "axis": {"format": value_format},
+    }
+    if metric == "accuracy" or not rows:
+        y["scale"] = {"domain": [0, 1]}
+    x = {
+        "field": "epoch",
+        "type": "quantitative",
+        "title": "epoch",
+        "scale": {"domainMin": 0, "nice": False},
+        "axis": {"tickMinStep": 1, "format": "d"},
+    }
+    layers: list[dict[str, Any]] = [
+        {
+            "mark": {"type": "line", "strokeWidth": 2.5, "point": {"size": 50, "filled": True}},
+            "encoding": {
+                "x": x,
+                "y": y,
+                "color": {
+                    "field": "series",
+                    "type": "nominal",
+                    "scale": {"domain": ["train", "validation"], "range": [TRAIN_COLOR, VAL_COLOR]},
+                    "legend": {"orient": "bottom", "title": None, "direction": "horizontal"},
+                },
+                "tooltip": [
+                    {"field": "series", "title": "curve"},
+                    {"field": "epoch", "title": "epoch"},
+                    {"field": "value", "title": label.lower(), "format": value_format},
+                ],
+            },
+        }
+    ]
+    switches = _phase_switches(epochs)
+    if switches:
+        marker = {"data": {"values": switches}}
+        layers.append(
+            {
+                **marker,
+                "mark": {"type": "rule", "strokeDash": [2, 3], "color": "#64748B"},
+                "encoding": {"x": {"field": "epoch", "type": "quantitative"}},
+            }
         )
+        # Just above the plot, beside the line (on its left in the plot's right half, so it
+        # stays inside the chart): it hides no curve, and the legend is below the plot.
+        last = max(row["epoch"] for row in rows) if rows else 1
+        right_half = switches[-1]["epoch"] > last / 2
+        layers.append(
+            {
+                **marker,
+                "mark": {
+                    "type": "text",
+                    "align": "right" if right_half else "left",
+                    "baseline": "bottom",
+                    "dx": -3 if right_half else 3,
+                    "dy": -3,
+                    "fontSize": 11,
+                    "color": "#475569",
+                },
+                "encoding": {
+                    "x": {"field": "epoch", "type": "quantitative"},
+                    "y": {"value": 0},
+                    "text": {"field": "label"},
+                },
+            }
+        )
+    spec = {
+        "height": 320,
+        "title": {"text": title or label, "anchor": "start", "fontSize": 15, "offset": 18},
+        "layer": layers,
+    }
+    return data, spec
+
+
+def batch_loss_spec(
+    events: Iterable[Mapping[str, Any]], *, max_points: int = 2000
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Loss of every training batch, numbered across epochs (the last ``max_points`` shown).
+
+    Returns:
+        The data (``epoch``: the batch's place in epochs, e.g. 2.5 for the middle of the
+        third epoch, and ``loss``) and a Vega-Lite line spec for ``st.vega_lite_chart``.
+    """
+    batches = batch_events(events)[-max_points:]
+    data = pd.DataFrame(
+        {
+            "epoch": [_batch_x(e, i) for i, e in enumerate(batches)],
+            "loss": [float(e["loss"]) for e in batches],
+        },
+        columns=["epoch", "loss"],
     )
-    _layout(fig, title="Loss per batch", x="epoch", y="loss", height=260)
-    fig.update_layout(showlegend=False)
-    return fig
+    spec = {
+        "height": 260,
+        "title": {"text": "Loss per batch", "anchor": "start", "fontSize": 15},
+        "mark": {"type": "line", "strokeWidth": 1.5, "color": TRAIN_COLOR},
+        "encoding": {
+            "x": {
+                "field": "epoch",
+                "type": "quantitative",
+                "title": "epoch",
+                "scale": {"domainMin": 0, "nice": False},
+            },
+            "y": {"field": "loss", "type": "quantitative", "title": "loss"},
+            "tooltip": [
+                {"field": "epoch", "title": "epoch", "format": ".2f"},
+                {"field": "loss", "title": "loss", "format": ".4f"},
+            ],
+        },
+    }
+    return data, spec
 
 
 SPLIT_COLUMNS = {"train": "train", "val": "validation", "test": "test"}

@@ -16,7 +16,7 @@ from core.models.weights import missing_weights
 from core.runs.store import MetricsReader, read_config
 from core.training.jobs import runs_in_progress
 from ui import engine, run_view
-from ui.figures import batch_events, batch_loss_figure, history_figure
+from ui.figures import batch_events, batch_loss_spec, history_spec
 from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
 from ui.lr_find_view import TEACHING_SENTENCE, lr_find_figure, sweep_caption
 from ui.nav import link
@@ -156,15 +156,15 @@ def live_run(run_id: str, was_active: bool) -> None:
     m[4].metric("Time left (est.)", run_view.format_duration(eta) if live else "–")
     if any(e.get("type") == "epoch" for e in events):
         charts = st.columns(2)
-        charts[0].plotly_chart(history_figure(events, "loss"), key=f"loss_{run_id}")
-        charts[1].plotly_chart(history_figure(events, "accuracy"), key=f"acc_{run_id}")
+        charts[0].vega_lite_chart(*history_spec(events, "loss"), key=f"loss_{run_id}")
+        charts[1].vega_lite_chart(*history_spec(events, "accuracy"), key=f"acc_{run_id}")
     elif status.active:
         # One placeholder, not a stack of empty chart frames.
         st.info(WAITING_FOR_EPOCH, icon=":material/show_chart:")
     else:
         st.caption(":material/show_chart: No epoch finished, so there are no curves to show.")
     if batch_events(events):
-        st.plotly_chart(batch_loss_figure(events), key=f"batch_{run_id}")
+        st.vega_lite_chart(*batch_loss_spec(events), key=f"batch_{run_id}")
     for note in run_view.notes(events):
         if run_view.is_warning_note(note):
             st.warning(md(note), icon=":material/trending_up:")

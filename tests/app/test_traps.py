@@ -308,7 +308,7 @@ def test_a_run_without_epochs_shows_one_placeholder_not_empty_chart_frames(ready
     run_id = create_run(config).name  # queued, its worker not started yet
     at = app_on("train", dataset_id=ready["dataset_id"], run_id=run_id)
     no_exception(at)
-    assert at.get("plotly_chart") == []
+    assert at.get("plotly_chart") == [] and at.get("vega_lite_chart") == []
     placeholders = [i for i in at.info if "Waiting for the first epoch" in i.value]
     assert len(placeholders) == 1
 

@@ -92,6 +92,25 @@ def _figure_words(spec: dict) -> list[str]:
     return words
 
 
+def _vega_words(node) -> list[str]:
+    """Titles (chart, axes, legends) and inline labels of a Vega-Lite spec, at any depth."""
+    words: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "title" and isinstance(value, str):
+                words.append(value)
+            elif key in ("title", "text") and isinstance(value, dict) and "text" in value:
+                words.append(str(value["text"]))
+            elif key == "label" and isinstance(value, str):
+                words.append(value)
+            else:
+                words.extend(_vega_words(value))
+    elif isinstance(node, list):
+        for item in node:
+            words.extend(_vega_words(item))
+    return words
+
+
 def visible_words(at) -> list[str]:
     """Every text a person sees on the page (help texts and tooltips excluded)."""
     words: list[str] = []
@@ -113,6 +132,8 @@ def visible_words(at) -> list[str]:
             continue
     for chart in at.get("plotly_chart"):
         words.extend(_figure_words(json.loads(chart.proto.spec)))
+    for chart in at.get("vega_lite_chart"):
+        words.extend(_vega_words(json.loads(chart.proto.spec)))
     return [w for w in words if w]
 
 

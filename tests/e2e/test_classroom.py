@@ -371,7 +371,7 @@ def test_quick_mode_records_trains_and_predicts_live(camera_tab, tmp_path):
         page.get_by_role("heading", name="Train").first.wait_for()
         page.get_by_text("Quick mode", exact=False).first.wait_for()
         assert "run=" in page.url
-        page.locator(".js-plotly-plot").first.wait_for()
+        page.locator('[data-testid="stVegaLiteChart"] svg').first.wait_for()  # the curves
         page.screenshot(path=str(SCREENSHOTS / "quick-5-open-in-train.png"), full_page=True)
     assert not errors, errors
     for what, values in times.items():

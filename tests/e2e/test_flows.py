@@ -77,10 +77,20 @@ def load_sample(page) -> None:
 
 
 def curve_points(page) -> list[list[int]]:
-    """Number of points of every trace of every Plotly chart on the page."""
+    """Points drawn per curve (train, validation) of every chart on the page.
+
+    The Train page's curves are Vega-Lite charts, drawn as SVG: every point is a mark whose
+    ARIA label names its fields, the curve's name among them.
+    """
     return page.evaluate(
-        "() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
-        ".map(el => (el.data || []).map(t => (t.x || []).length))"
+        """() => Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"]'))
+          .map(chart => {
+            const labels = Array.from(
+              chart.querySelectorAll('[aria-roledescription="point"]')
+            ).map(mark => mark.getAttribute('aria-label') || '');
+            return ['train', 'validation'].map(
+              name => labels.filter(label => label.includes(name)).length);
+          })"""
     )
 
 

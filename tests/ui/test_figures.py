@@ -1,4 +1,4 @@
-"""The app's pure helpers: Plotly figure builders, time estimates, run and data tables."""
+"""The app's pure helpers: chart builders, time estimates, run and data tables."""
 
 from __future__ import annotations
 
@@ -41,51 +41,69 @@ def _history(epochs: int = 3, *, phase_switch: int | None = None) -> list[dict]:
     return events
 
 
-def test_history_figure_has_train_and_validation_points_per_epoch():
-    fig = figures.history_figure(_history(3), "accuracy")
-    train, val = fig.data
-    assert (train.name, val.name) == ("train", "validation")
-    assert list(train.x) == [1, 2, 3]
-    assert list(val.y) == pytest.approx([0.5, 0.6, 0.7])
-    assert fig.layout.yaxis.tickformat == ".0%"
+def _points(data: pd.DataFrame, series: str) -> pd.DataFrame:
+    return data[data["series"] == series]
 
 
-def test_history_figure_keeps_the_last_record_of_a_repeated_epoch():
+def test_history_spec_has_train_and_validation_points_per_epoch():
+    data, spec = figures.history_spec(_history(3), "accuracy")
+    assert list(_points(data, "train")["epoch"]) == [1, 2, 3]
+    assert list(_points(data, "validation")["value"]) == pytest.approx([0.5, 0.6, 0.7])
+    curves = spec["layer"][0]
+    assert curves["mark"]["type"] == "line" and curves["mark"]["point"]
+    color = curves["encoding"]["color"]["scale"]
+    assert color == {
+        "domain": ["train", "validation"],
+        "range": [figures.TRAIN_COLOR, figures.VAL_COLOR],
+    }
+    y = curves["encoding"]["y"]
+    assert y["axis"]["format"] == ".0%" and y["scale"]["domain"] == [0, 1]
+    assert spec["title"]["text"] == "Accuracy"
+    assert curves["encoding"]["x"]["axis"]["tickMinStep"] == 1  # whole epochs only
+
+
+def test_history_spec_keeps_the_last_record_of_a_repeated_epoch():
     events = _history(2) + [{"type": "epoch", "epoch": 2, "loss": 0.1, "val_loss": 0.2}]
-    fig = figures.history_figure(events, "loss")
-    assert list(fig.data[0].x) == [1, 2]
-    assert fig.data[0].y[-1] == pytest.approx(0.1)
+    data, _ = figures.history_spec(events, "loss")
+    train = _points(data, "train")
+    assert list(train["epoch"]) == [1, 2]
+    assert train["value"].iloc[-1] == pytest.approx(0.1)
 
 
-def test_history_figure_marks_the_fine_tune_phase():
-    fig = figures.history_figure(_history(4, phase_switch=3), "loss")
-    assert len(fig.layout.shapes) == 1
-    assert fig.layout.shapes[0].x0 == pytest.approx(2.5)
-    marker = fig.layout.annotations[0]
-    assert marker.text == "fine-tuning starts"
-    # Above the plotting area, so it hides no curve; the legend is below, so they never meet.
-    assert marker.yref == "paper" and marker.y == 1 and marker.yanchor == "bottom"
+def test_history_spec_marks_the_fine_tune_phase_above_the_plot():
+    _, spec = figures.history_spec(_history(4, phase_switch=3), "loss")
+    curves, rule, text = spec["layer"]
+    assert rule["mark"]["type"] == "rule" and rule["data"]["values"][0]["epoch"] == 2.5
+    assert text["data"]["values"][0]["label"] == "fine-tuning starts"
+    # Anchored at the plot's top edge and drawn upwards: above the curves, below the title.
+    assert text["encoding"]["y"] == {"value": 0} and text["mark"]["baseline"] == "bottom"
+    assert spec["title"]["offset"] >= 14
+    # In the plot's right half the label reads leftwards from the line: it stays in the chart.
+    assert text["mark"]["align"] == "right" and text["mark"]["dx"] < 0
+    _, early = figures.history_spec(_history(8, phase_switch=3), "loss")
+    assert early["layer"][2]["mark"]["align"] == "left" and early["layer"][2]["mark"]["dx"] > 0
+    _, plain = figures.history_spec(_history(4), "loss")
+    assert len(plain["layer"]) == 1  # no phase switch, no marker
 
 
 @pytest.mark.parametrize("metric", ["loss", "accuracy"])
 def test_history_legend_is_below_the_plot_so_it_hides_no_curve_at_100_percent(metric):
-    fig = figures.history_figure(_history(3), metric)
-    legend = fig.layout.legend
-    assert legend.orientation == "h"
-    # At the foot of the whole figure, in the bottom margin: under the plot and its axis title.
-    assert legend.yref == "container" and legend.yanchor == "bottom" and legend.y < 0.1
-    assert fig.layout.margin.b >= 80  # room for the axis title and the legend
+    _, spec = figures.history_spec(_history(3), metric)
+    legend = spec["layer"][0]["encoding"]["color"]["legend"]
+    assert legend["orient"] == "bottom" and legend["title"] is None
 
 
-def test_history_figure_of_a_run_without_epochs_is_empty_but_valid():
-    fig = figures.history_figure([], "loss")
-    assert len(fig.data) == 2 and all(len(trace.x) == 0 for trace in fig.data)
+def test_history_spec_of_a_run_without_epochs_is_empty_but_valid():
+    data, spec = figures.history_spec([], "loss")
+    assert data.empty and list(data.columns) == ["epoch", "value", "series"]
+    assert spec["layer"][0]["encoding"]["y"]["scale"]["domain"] == [0, 1]
 
 
-def test_batch_loss_figure_places_batches_in_epoch_units():
-    fig = figures.batch_loss_figure(_history(2))
-    assert list(fig.data[0].x) == pytest.approx([0.5, 1.0, 1.5, 2.0])
-    assert list(fig.data[0].y) == pytest.approx([2.0, 2.0, 1.0, 1.0])
+def test_batch_loss_spec_places_batches_in_epoch_units():
+    data, spec = figures.batch_loss_spec(_history(2))
+    assert list(data["epoch"]) == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    assert list(data["loss"]) == pytest.approx([2.0, 2.0, 1.0, 1.0])
+    assert spec["encoding"]["x"]["field"] == "epoch" and spec["mark"]["type"] == "line"
 
 
 def test_class_counts_frame_has_one_row_per_class_and_a_column_per_split():
