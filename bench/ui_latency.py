@@ -241,10 +241,13 @@ def interactions(s: Session) -> dict[str, tuple[str, Action | None, Action]]:
         thumb.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
 
     def cell(i: int) -> None:
-        plot = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
-        box = plot.bounding_box()
-        fx, fy = [(0.2, 0.8), (0.8, 0.2), (0.5, 0.5), (0.2, 0.2)][i % 4]
-        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        # The matrix's cells, row by row (true label), left to right (predicted): the
+        # bottom-left and top-right corners (empty on the sample), then two cells of the
+        # diagonal, which show their images and a Grad-CAM.
+        cells = page.locator('[data-testid="stVegaLiteChart"] [aria-roledescription="rect mark"]')
+        side = max(1, round(cells.count() ** 0.5))
+        row, col = [(side - 1, 0), (0, side - 1), (side // 2, side // 2), (0, 0)][i % 4]
+        cells.nth(row * side + col).click()
 
     def button(_: int) -> None:
         page.get_by_role("button", name="Apply split").click()

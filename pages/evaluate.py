@@ -7,7 +7,7 @@ import streamlit as st
 from core.runs.evaluate import SPLITS, evaluate, most_confused
 from ui import engine
 from ui.eval_common import choose_run, explainer, open_run
-from ui.evaluate_figures import confusion_figure, per_class_frame, selected_cell
+from ui.evaluate_figures import CELL_SELECTION, confusion_spec, per_class_frame, selected_cell
 from ui.router import require_router
 from ui.state import set_run
 from ui.text import md
@@ -93,12 +93,11 @@ def _cell_from_click() -> None:
 matrix_col, table_col = st.columns([3, 2])
 with matrix_col:
     highlight = (st.session_state["evaluate_true"], st.session_state["evaluate_pred"])
-    st.plotly_chart(
-        confusion_figure(labels, result.confusion_matrix, highlight=highlight),
+    st.vega_lite_chart(
+        *confusion_spec(labels, result.confusion_matrix, highlight=highlight),
         key="evaluate_matrix",
         on_select=_cell_from_click,
-        selection_mode="points",
-        config={"displayModeBar": False},
+        selection_mode=CELL_SELECTION,
     )
 with table_col:
     st.markdown("**Per class**")

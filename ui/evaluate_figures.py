@@ -1,7 +1,7 @@
 """Pure builders of the Evaluate / Predict pages' figures and tables (no Streamlit).
 
-Each takes plain data (labels, a confusion matrix, probabilities) and returns a Plotly figure
-or a pandas frame, so it can be tested without a browser.
+Each takes plain data (labels, a confusion matrix, probabilities) and returns a Vega-Lite
+(data, spec) pair, a Plotly figure or a pandas frame, so it can be tested without a browser.
 """
 
 from __future__ import annotations
@@ -13,91 +13,116 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ui.text import plot_text, plot_texts
+from ui.text import plot_texts
+
+CELL_SELECTION = "cell"  # the chart's selection parameter: a click picks one cell
+HIGHLIGHT_COLOR = "#d62728"
+BLUES = ["#f7fbff", "#c6dbef", "#6baed6", "#2171b5", "#08306b"]
 
 
-def confusion_figure(
+def confusion_spec(
     labels: Sequence[str],
     matrix: Sequence[Sequence[int]],
     *,
     highlight: tuple[str, str] | None = None,
     title: str = "Confusion matrix",
-) -> go.Figure:
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A clickable confusion-matrix heatmap: rows = true label, columns = predicted label.
 
-    Colour is the share of each true class (row-normalised) so small classes stay visible;
-    the text in each cell is the count.
+    A native (Vega-Lite) chart, for ``st.vega_lite_chart(data, spec, on_select=...)``: the
+    Evaluate page then loads no Plotly bundle (about 1 s of its first visit). Colour is the
+    share of each true class (row-normalised) so small classes stay visible; the text in
+    each cell is the count. Class names are data, drawn as plain text.
 
     Args:
         labels: Row and column order.
         matrix: Counts, ``matrix[i][j]`` = images of true ``labels[i]`` predicted ``labels[j]``.
         highlight: Optional ``(true, predicted)`` cell to outline.
-        title: Figure title.
+        title: Chart title.
 
     Returns:
-        A Plotly figure: the heatmap, plus one invisible clickable marker per cell whose
-        ``x`` is the predicted and ``y`` the true label (see :func:`selected_cell`).
+        The data (one row per cell: ``true``, ``predicted``, ``count``, ``share``,
+        ``chosen``) and the spec: a rect per cell with the count on it and a point
+        selection named :data:`CELL_SELECTION` over (``true``, ``predicted``), which a click
+        sets (see :func:`selected_cell`).
     """
-    counts = np.asarray(matrix, dtype=float).reshape(len(labels), len(labels))
+    names = [str(label) for label in labels]
+    counts = np.asarray(matrix, dtype=float).reshape(len(names), len(names))
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    raw_labels = [str(label) for label in labels]
-    # Class names are the user's: shown as text (Plotly renders some HTML in labels).
-    labels = plot_texts(raw_labels)
-    fig = go.Figure(
-        go.Heatmap(
-            z=shares,
-            x=labels,
-            y=labels,
-            text=counts.astype(int),
-            texttemplate="%{text}",
-            colorscale="Blues",
-            zmin=0,
-            zmax=1,
-            colorbar={"title": "share of row", "tickformat": ".0%"},
-            hoverinfo="skip",
-        )
-    )
-    # Heatmaps emit no selection events in Streamlit, so an invisible marker sits on each
-    # cell: clicking a cell selects its marker, whose x/y are (predicted, true).
-    xs = [predicted for _ in labels for predicted in labels]
-    ys = [true for true in labels for _ in labels]
-    fig.add_trace(
-        go.Scatter(
-            x=xs,
-            y=ys,
-            mode="markers",
-            marker={"symbol": "square", "size": 34, "color": "rgba(0,0,0,0)"},
-            customdata=np.stack([counts.ravel(), np.round(shares.ravel() * 100, 1)], axis=-1),
-            hovertemplate=(
-                "true <b>%{y}</b> → predicted <b>%{x}</b><br>%{customdata[0]} images "
-                "(%{customdata[1]}% of %{y})<br><i>click to see them</i><extra></extra>"
-            ),
-            selected={"marker": {"opacity": 1}},
-            unselected={"marker": {"opacity": 1}},
-            showlegend=False,
-            name="cells",
-        )
-    )
-    if highlight is not None and highlight[0] in raw_labels and highlight[1] in raw_labels:
-        row, col = raw_labels.index(highlight[0]), raw_labels.index(highlight[1])
-        fig.add_shape(
-            type="rect",
-            x0=col - 0.5,
-            x1=col + 0.5,
-            y0=row - 0.5,
-            y1=row + 0.5,
-            line={"color": "#d62728", "width": 3},
-        )
-    size = max(320, 60 * len(labels) + 160)
-    fig.update_layout(
-        title=title,
-        height=size,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        xaxis={"title": "predicted", "side": "bottom", "type": "category"},
-        yaxis={"title": "true", "autorange": "reversed", "type": "category"},
-    )
-    return fig
+    rows = [
+        {
+            "true": true,
+            "predicted": predicted,
+            "count": int(counts[i, j]),
+            "share": float(shares[i, j]),
+            "chosen": highlight == (true, predicted),
+        }
+        for i, true in enumerate(names)
+        for j, predicted in enumerate(names)
+    ]
+    data = pd.DataFrame(rows, columns=["true", "predicted", "count", "share", "chosen"])
+    axis = {"labelLimit": 140, "labelFontSize": 12, "titleFontSize": 13}
+    x = {
+        "field": "predicted",
+        "type": "nominal",
+        "sort": names,
+        "title": "predicted",
+        "axis": {**axis, "labelAngle": 0, "orient": "bottom"},
+    }
+    y = {"field": "true", "type": "nominal", "sort": names, "title": "true", "axis": axis}
+    spec = {
+        "height": max(300, 70 * len(names) + 100),
+        "title": {"text": title, "anchor": "start", "fontSize": 15},
+        "layer": [
+            {
+                "params": [
+                    {
+                        "name": CELL_SELECTION,
+                        "select": {"type": "point", "fields": ["true", "predicted"]},
+                    }
+                ],
+                "mark": {"type": "rect", "cursor": "pointer"},
+                "encoding": {
+                    "x": x,
+                    "y": y,
+                    "color": {
+                        "field": "share",
+                        "type": "quantitative",
+                        # ColorBrewer Blues from its near-white end: an empty cell is
+                        # white, not tinted.
+                        "scale": {"domain": [0, 0.25, 0.5, 0.75, 1], "range": BLUES},
+                        "legend": {"title": "share of row", "format": ".0%"},
+                    },
+                    "stroke": {
+                        "condition": {"test": "datum.chosen", "value": HIGHLIGHT_COLOR},
+                        "value": None,
+                    },
+                    "strokeWidth": {"condition": {"test": "datum.chosen", "value": 3}, "value": 0},
+                    "tooltip": [
+                        {"field": "true", "title": "true"},
+                        {"field": "predicted", "title": "predicted as"},
+                        {"field": "count", "title": "images"},
+                        {"field": "share", "title": "share of the true class", "format": ".0%"},
+                    ],
+                },
+            },
+            {
+                "mark": {"type": "text", "fontSize": 13},
+                "encoding": {
+                    "x": x,
+                    "y": y,
+                    "text": {"field": "count", "type": "quantitative"},
+                    # Dark on light cells, white on dark ones.
+                    "color": {
+                        "condition": {"test": "datum.share > 0.5", "value": "white"},
+                        "value": "#1e293b",
+                    },
+                },
+            },
+        ],
+    }
+    return data, spec
 
 
 def probability_figure(
@@ -153,26 +178,27 @@ def per_class_frame(per_class: Mapping[str, Mapping[str, float]]) -> pd.DataFram
 
 
 def selected_cell(event: Any, labels: Sequence[str]) -> tuple[str, str] | None:
-    """The ``(true, predicted)`` cell of a Streamlit Plotly selection event, if any.
+    """The ``(true, predicted)`` cell of a Streamlit chart selection event, if any.
 
     Args:
-        event: What ``st.plotly_chart(..., on_select=...)`` returns (or its session-state
-            value): a mapping with ``selection.points``, each with ``x`` and ``y``.
-        labels: The matrix labels (a point outside them is ignored).
+        event: What ``st.vega_lite_chart(..., on_select=...)`` returns (or its session-state
+            value): a mapping with ``selection.cell``, a list of ``{"true", "predicted"}``.
+        labels: The matrix labels (a cell outside them is ignored).
     """
     if not event:
         return None
     selection = event.get("selection") if isinstance(event, Mapping) else None
     if selection is None:
         selection = getattr(event, "selection", None)
-    points = (selection or {}).get("points") if isinstance(selection, Mapping) else None
-    if points is None and selection is not None:
-        points = getattr(selection, "points", None)
-    # The figure shows escaped names (:func:`ui.text.plot_text`); map them back.
-    by_shown = {plot_text(label): str(label) for label in labels}
-    for point in points or []:
-        true_label = by_shown.get(str(point.get("y")))
-        predicted = by_shown.get(str(point.get("x")))
-        if true_label is not None and predicted is not None:
-            return true_label, predicted
+    if isinstance(selection, Mapping):
+        cells = selection.get(CELL_SELECTION)
+    else:
+        cells = getattr(selection, CELL_SELECTION, None)
+    names = {str(label) for label in labels}
+    for cell in cells or []:
+        if not isinstance(cell, Mapping):
+            continue
+        true_label, predicted = cell.get("true"), cell.get("predicted")
+        if true_label in names and predicted in names:
+            return str(true_label), str(predicted)
     return None

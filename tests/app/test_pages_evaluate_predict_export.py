@@ -83,7 +83,10 @@ def test_evaluate_shows_metrics_matrix_gallery_and_gradcam(ready):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Accuracy"] == f"{expected.accuracy:.1%}"
     assert metrics["Images"] == str(expected.n)
-    assert len(at.get("plotly_chart")) == 1  # the confusion matrix
+    # The confusion matrix is a native chart: the page loads no Plotly bundle.
+    assert at.get("plotly_chart") == []
+    matrix = [c for c in at.get("vega_lite_chart") if "Confusion matrix" in c.proto.spec]
+    assert len(matrix) == 1 and matrix[0].proto.selection_mode == ["cell"]
     assert at.dataframe[0].value["class"].tolist() == expected.labels
 
     # Choose a cell with the selectboxes: the gallery shows exactly its images.

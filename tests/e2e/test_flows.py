@@ -227,6 +227,13 @@ def test_evaluate_and_predict_a_trained_run(page, screenshots, studio_home, tmp_
     page.get_by_role("heading", name="Evaluate", exact=True).first.wait_for()
     page.get_by_text("Confusion matrix").first.wait_for(timeout=120_000)
     page.get_by_text("Accuracy", exact=True).first.wait_for()
+    # A click on a cell (on its count, at its centre) shows that cell's images.
+    cell = page.locator(
+        '[data-testid="stVegaLiteChart"] [aria-roledescription="rect mark"]'
+        '[aria-label^="predicted: star; true: circle;"]'
+    )
+    cell.click()
+    page.get_by_role("tab", name="Cell: circle → star").wait_for(timeout=60_000)
     shot(page, screenshots, "11-evaluate")
 
     images = write_class_folders(tmp_path / "new", {"circle": 1, "star": 1}, size=(96, 96))

@@ -201,22 +201,25 @@ def test_most_confused_cell_and_fallback():
 
 def test_figures_and_tables():
     from ui.evaluate_figures import (
-        confusion_figure,
+        CELL_SELECTION,
+        confusion_spec,
         per_class_frame,
         probability_figure,
         selected_cell,
     )
 
     matrix = [[2, 0, 1], [1, 2, 1], [0, 1, 2]]
-    fig = confusion_figure(LABELS, matrix, highlight=("cat", "dog"))
-    heat = fig.data[0]
-    assert list(heat.x) == LABELS and list(heat.y) == LABELS
-    np.testing.assert_allclose(np.asarray(heat.z)[1], [0.25, 0.5, 0.25])
-    assert np.asarray(heat.text).tolist() == matrix
-    assert len(fig.layout.shapes) == 1
-    cells = fig.data[1]  # clickable markers, one per cell: x = predicted, y = true
-    assert list(zip(cells.y, cells.x, strict=True))[5] == ("cat", "dog")
-    assert [int(c[0]) for c in cells.customdata] == [n for row in matrix for n in row]
+    data, spec = confusion_spec(LABELS, matrix, highlight=("cat", "dog"))
+    # One row per cell, row by row: x = predicted, y = true.
+    assert list(zip(data["true"], data["predicted"], strict=True))[5] == ("cat", "dog")
+    assert data["count"].tolist() == [n for row in matrix for n in row]
+    np.testing.assert_allclose(data["share"].to_numpy()[3:6], [0.25, 0.5, 0.25])
+    assert data["chosen"].tolist() == [i == 5 for i in range(9)]  # the outlined cell
+    cells, counts = spec["layer"]
+    assert cells["params"][0]["name"] == CELL_SELECTION
+    assert cells["params"][0]["select"] == {"type": "point", "fields": ["true", "predicted"]}
+    assert cells["encoding"]["x"]["sort"] == LABELS and cells["encoding"]["y"]["sort"] == LABELS
+    assert counts["encoding"]["text"]["field"] == "count"
 
     bars = probability_figure({"a": 0.1, "b": 0.7, "c": 0.2}, k=2).data[0]
     assert list(bars.y) == ["c", "b"] and list(bars.x) == [0.2, 0.7]  # best on top
@@ -224,9 +227,16 @@ def test_figures_and_tables():
     frame = per_class_frame(compute_metrics(Y_TRUE, Y_PRED, LABELS)["per_class"])
     assert frame["class"].tolist() == LABELS and frame["support"].sum() == 10
 
-    event = {"selection": {"points": [{"x": "dog", "y": "cat", "z": 0.25}]}}
+    event = {"selection": {CELL_SELECTION: [{"true": "cat", "predicted": "dog"}]}}
     assert selected_cell(event, LABELS) == ("cat", "dog")
-    assert selected_cell({"selection": {"points": []}}, LABELS) is None
+    assert selected_cell({"selection": {CELL_SELECTION: []}}, LABELS) is None
+    assert (
+        selected_cell(
+            {"selection": {CELL_SELECTION: [{"true": "cow", "predicted": "dog"}]}}, LABELS
+        )
+        is None
+    )
+    assert selected_cell({"selection": {CELL_SELECTION: ["cat"]}}, LABELS) is None
     assert selected_cell(None, LABELS) is None
 
 

@@ -88,3 +88,50 @@ def test_model_without_backbone_is_refused():
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
     with pytest.raises(ValueError, match="backbone"):
         GradCam(keras.Model(inputs, outputs))
+
+
+def test_the_compiled_explainer_equals_grad_cam_written_out_eagerly():
+    """The graph-compiled forward pass gives the textbook map, and traces once for any size."""
+    import tensorflow as tf
+
+    from core.runs.gradcam import GradCam, resize_heatmap
+    from core.runs.predict import image_to_array
+
+    model = _model("mobilenet_v2", 64)
+    # A head whose class 1 grows with every feature: the map has evidence for the class, so
+    # the textbook formula applies (an untrained head often has none: the fallbacks).
+    dense = next(layer for layer in reversed(model.layers[-1].layers) if layer.get_weights())
+    kernel, bias = dense.get_weights()
+    kernel[:] = 0.0
+    kernel[:, 1] = np.random.default_rng(0).uniform(0.01, 0.1, kernel.shape[0])
+    dense.set_weights([kernel, bias])
+    explainer = GradCam(model)
+    backbone, pool, head = (model.get_layer(n) for n in ("backbone", "pool", model.layers[-1].name))
+    preprocess = [
+        layer
+        for layer in model.layers[1 : model.layers.index(backbone)]
+        if layer.name != "augmentation"
+    ]
+    compared = 0
+    for width, height in ((70, 50), (64, 64), (31, 90)):
+        image = _picture(width, height)
+        heatmap, probabilities = explainer.explain(image, class_index=1)
+
+        x = tf.convert_to_tensor(image_to_array(image, 64)[None])
+        for layer in preprocess:
+            x = layer(x, training=False)
+        fmap = backbone(x, training=False)
+        with tf.GradientTape() as tape:
+            tape.watch(fmap)
+            expected_probabilities = head(pool(fmap), training=False)
+            score = expected_probabilities[0, 1]
+        grads = tape.gradient(score, fmap)[0].numpy()
+        weights = grads.mean(axis=(0, 1))
+        cam = np.maximum(np.tensordot(fmap[0].numpy(), weights, axes=([2], [0])), 0)
+        if cam.max() > 1e-12:  # the textbook case (the fallbacks are tested above)
+            expected = resize_heatmap((cam / cam.max()).astype(np.float32), (height, width))
+            np.testing.assert_allclose(heatmap, expected, atol=1e-3)
+            compared += 1
+        np.testing.assert_allclose(probabilities, expected_probabilities[0].numpy(), atol=1e-5)
+    assert compared >= 2
+    assert explainer._forward_graph.experimental_get_tracing_count() == 1
