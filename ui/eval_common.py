@@ -1,7 +1,7 @@
 """Shared pieces of the Evaluate, Predict and Export pages: choosing a finished run and
 opening its model once.
 
-Models are cached with ``st.cache_resource`` keyed by the run folder and the model file's
+Models are kept by :mod:`ui.model_cache`, keyed by the run folder and the model file's
 modification time: a read-only model is safe to share between sessions, and a retrained
 model (new file) is picked up by itself. The chosen run itself is per-user state
 (``run_id`` in session state and ``?run=`` in the URL, see :mod:`ui.state`).
@@ -15,10 +15,9 @@ from typing import Any
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
+from ui import model_cache
 from ui.nav import link
 from ui.state import RUN_QUERY_PARAM, init_state, set_run
-
-MODEL_FILE = "model.keras"
 
 
 def finished_runs() -> list[Any]:
@@ -28,32 +27,18 @@ def finished_runs() -> list[Any]:
     return [info for info in list_runs() if info.has_model]
 
 
-def _model_stamp(run_dir: Path) -> int:
-    return (run_dir / MODEL_FILE).stat().st_mtime_ns
-
-
-@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _open_run(run_dir: str, stamp: int) -> Any:
-    from core.runs.predict import load_run_model
-
-    return load_run_model(run_dir)
-
-
 def open_run(run_dir: Path) -> Any:
     """The run's :class:`core.runs.predict.RunModel`, loaded once per model file."""
-    return _open_run(str(run_dir), _model_stamp(run_dir))
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _explainer(run_dir: str, stamp: int) -> Any:
-    from core.runs.gradcam import GradCam
-
-    return GradCam(_open_run(run_dir, stamp).model)
+    key = model_cache.model_key(run_dir)
+    if model_cache.is_loaded(key):
+        return model_cache.run_model(key)
+    with st.spinner("Loading the model..."):
+        return model_cache.run_model(key)
 
 
 def explainer(run_dir: Path) -> Any:
     """A :class:`core.runs.gradcam.GradCam` for the run's model, built once per model file."""
-    return _explainer(str(run_dir), _model_stamp(run_dir))
+    return model_cache.explainer(model_cache.model_key(run_dir))
 
 
 def _train_link() -> None:

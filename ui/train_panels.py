@@ -15,7 +15,7 @@ from core.models.registry import DEFAULT_BACKBONE
 from core.models.weights import missing_weights
 from core.runs.store import MetricsReader, read_config
 from core.training.jobs import runs_in_progress
-from ui import engine, run_view
+from ui import engine, model_cache, run_view
 from ui.figures import batch_events, batch_loss_spec, history_spec
 from ui.labels import PHASE_NAMES, STATE_BADGES, trainable_phrase
 from ui.lr_find_view import TEACHING_SENTENCE, lr_find_figure, sweep_caption
@@ -144,6 +144,8 @@ def live_run(run_id: str, was_active: bool) -> None:
     elif status.state == "completed":
         st.success(md(status.message or "Training finished. The best model is saved."))
         _next_steps()
+        # Its next step is Evaluate: the model is loaded and its explainer traced meanwhile.
+        model_cache.warm_in_background(engine.run_folder(run_id))
     st.progress(status.progress, text=f"Epoch {status.epoch} of {status.total_epochs}")
     best = run_view.best_val_accuracy(events)
     speed_label, speed, speed_help = run_view.throughput_metric(events)

@@ -19,6 +19,7 @@ upsampled to the image's size and scaled to 0..1, is the heatmap. TensorFlow bac
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,8 @@ class GradCam:
                 f"layer_name={self.layer_name!r} with output shape {tuple(target.shape)}"
             )
         self._forward_graph: Any = None
+        self._graph_lock = threading.Lock()
+        self._traced = False
         if target is backbone.outputs[0]:
             self.features = keras.Model(backbone.inputs, target)
             self.rest = None
@@ -148,6 +151,7 @@ class GradCam:
             batch = image_to_array(Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)), size)
             batch = batch[None]
         outputs = self._compiled_forward()(tf.convert_to_tensor(batch))
+        self._traced = True
         fmap = outputs[0] if self.rest else outputs
         with tf.GradientTape() as tape:
             tape.watch(fmap)
@@ -165,6 +169,19 @@ class GradCam:
             x = layer(x, training=False)
         return self.features(x, training=False)
 
+    @property
+    def is_warm(self) -> bool:
+        """Whether the forward graph is traced (the next image takes milliseconds)."""
+        return self._traced
+
+    def warm(self) -> None:
+        """Traces the forward graph now (e.g. in a background thread), not on the first image."""
+        import tensorflow as tf
+
+        size = model_input_size(self.model)
+        self._compiled_forward()(tf.zeros((1, size, size, 3), dtype=tf.float32))
+        self._traced = True
+
     def _compiled_forward(self) -> Any:
         """:meth:`_forward` as one TensorFlow graph, traced on the first image.
 
@@ -173,11 +190,12 @@ class GradCam:
         image for EfficientNet-Lite0 on a 2-core CPU; as a graph ~12 ms, after a trace of
         ~0.3 s paid once per explainer (every image has the model's input size).
         """
-        if self._forward_graph is None:
-            import tensorflow as tf
+        with self._graph_lock:  # one graph, even when a background thread warms it
+            if self._forward_graph is None:
+                import tensorflow as tf
 
-            self._forward_graph = tf.function(self._forward, reduce_retracing=True)
-        return self._forward_graph
+                self._forward_graph = tf.function(self._forward, reduce_retracing=True)
+            return self._forward_graph
 
     def _after_features(self, fmap: Any) -> Any:
         y = fmap
