@@ -6,8 +6,9 @@ import streamlit as st
 
 from core.runs.evaluate import SPLITS, evaluate, most_confused
 from ui import engine
-from ui.eval_common import choose_run, explainer, open_run
+from ui.eval_common import choose_run, open_run
 from ui.evaluate_figures import CELL_SELECTION, confusion_spec, per_class_frame, selected_cell
+from ui.gradcam_view import gradcam_panel
 from ui.router import require_router
 from ui.state import set_run
 from ui.text import md
@@ -195,24 +196,8 @@ else:
         "Explain", ["predicted class", "true class"], horizontal=True, key="evaluate_gradcam_for"
     )
     record = candidates[chosen]
-    run_model = open_run(run_dir)
     wanted = record["predicted"] if target == "predicted class" else record["true"]
-    if wanted not in run_model.labels:
-        st.caption(f"The model has no class {md(repr(wanted))} (a label added after training).")
-    else:
-        from core.data.imageio import load_image
-        from core.runs.gradcam import overlay
-
-        picture = load_image(Path(record["path"]))
-        with st.spinner("Computing Grad-CAM..."):
-            heatmap, _ = explainer(run_dir).explain(picture, run_model.labels.index(wanted))
-        left, right = st.columns(2)
-        left.image(picture, caption=_caption(record), width="stretch")
-        right.image(
-            overlay(picture, heatmap),
-            caption=f"Where the model looks for '{wanted}' (red = strong)",
-            width="stretch",
-        )
+    gradcam_panel(run_dir, record, wanted, _caption)
 
 # ---- fix the data, then retrain ------------------------------------------------------------
 st.subheader("Fix the data")

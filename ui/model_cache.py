@@ -9,7 +9,7 @@ next step is Evaluate), so the user does not wait for them on arrival.
 Entries are keyed by the run folder and the model file's modification time, so a retrained
 model (a new file) is loaded again. A read-only model is safe to share between sessions.
 Every key has its own lock: a page that asks while the background thread is loading waits
-for that load instead of starting a second one.
+for that load instead of starting a second one; and one load or trace runs at a time.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from core.runs.store import MODEL_FILE
 logger = logging.getLogger(__name__)
 
 MAX_MODELS = 4  # models kept in memory, least recently used dropped first
-WARM_DELAY_S = 0.3  # after the page that asked was drawn
+WARM_DELAY_S = 0.0  # seconds before the thread starts loading
 
 Key = tuple[str, int]
 
@@ -34,6 +34,9 @@ _lock = threading.Lock()
 _entries: OrderedDict[Key, dict[str, Any]] = OrderedDict()
 _key_locks: dict[Key, threading.Lock] = {}
 _warming: set[Key] = set()
+# One model is loaded or traced at a time, in whichever thread: Keras' loading and tracing
+# are not made to run side by side, and on a 2-core machine nothing is gained by it.
+_load_lock = threading.Lock()
 
 
 def model_key(run_dir: str | Path) -> Key:
@@ -69,12 +72,19 @@ def run_model(key: Key) -> Any:
         if "model" not in entry:
             from core.runs.predict import load_run_model
 
-            entry["model"] = load_run_model(key[0])
+            with _load_lock:
+                entry["model"] = load_run_model(key[0])
         return entry["model"]
 
 
-def explainer(key: Key) -> Any:
-    """A :class:`core.runs.gradcam.GradCam` of the run's model, built once per key."""
+def explainer(key: Key, *, warm: bool = True) -> Any:
+    """A :class:`core.runs.gradcam.GradCam` of the run's model, built once per key.
+
+    Args:
+        key: From :func:`model_key`.
+        warm: Trace its graph in a background thread when that is not done yet (until
+            then it explains eagerly: no wait for the trace).
+    """
     model = run_model(key)
     entry, key_lock = _entry(key)
     with key_lock:
@@ -82,13 +92,18 @@ def explainer(key: Key) -> Any:
             from core.runs.gradcam import GradCam
 
             entry["explainer"] = GradCam(model.model)
-        return entry["explainer"]
+        found = entry["explainer"]
+    if warm and not found.is_warm:
+        _start_warming(key, 0.0)
+    return found
 
 
 def _warm(key: Key, delay_s: float) -> None:
     time.sleep(delay_s)
     try:
-        explainer(key).warm()
+        found = explainer(key, warm=False)
+        with _load_lock:
+            found.warm()
     except Exception:  # the page that needs the model loads it again and shows the error
         logger.exception("Loading the model of %s in the background failed", key[0])
     finally:
@@ -111,6 +126,10 @@ def warm_in_background(run_dir: str | Path, delay_s: float = WARM_DELAY_S) -> bo
         key = model_key(run_dir)
     except OSError:
         return False
+    return _start_warming(key, delay_s)
+
+
+def _start_warming(key: Key, delay_s: float) -> bool:
     with _lock:
         entry = _entries.get(key, {})
         if key in _warming or ("explainer" in entry and entry["explainer"].is_warm):

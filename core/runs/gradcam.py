@@ -150,8 +150,9 @@ class GradCam:
             height, width = array.shape[:2]
             batch = image_to_array(Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)), size)
             batch = batch[None]
-        outputs = self._compiled_forward()(tf.convert_to_tensor(batch))
-        self._traced = True
+        # The traced graph once :meth:`warm` made it; eager until then (no trace to wait for).
+        forward = self._forward_graph if self._traced else self._forward
+        outputs = forward(tf.convert_to_tensor(batch))
         fmap = outputs[0] if self.rest else outputs
         with tf.GradientTape() as tape:
             tape.watch(fmap)
@@ -175,7 +176,11 @@ class GradCam:
         return self._traced
 
     def warm(self) -> None:
-        """Traces the forward graph now (e.g. in a background thread), not on the first image."""
+        """Traces the forward pass as one graph; later images use it.
+
+        Until then :meth:`explain` runs eagerly, so a caller that wants the speed without
+        the wait calls this in a background thread (:mod:`ui.model_cache` does).
+        """
         import tensorflow as tf
 
         size = model_input_size(self.model)
@@ -183,7 +188,7 @@ class GradCam:
         self._traced = True
 
     def _compiled_forward(self) -> Any:
-        """:meth:`_forward` as one TensorFlow graph, traced on the first image.
+        """:meth:`_forward` as one TensorFlow graph (traced by its first call).
 
         The forward pass up to the feature map holds almost all of the work and needs no
         gradient (only the layers after it run under the tape). Eager it costs ~65 ms per

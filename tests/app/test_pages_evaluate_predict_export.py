@@ -98,8 +98,23 @@ def test_evaluate_shows_metrics_matrix_gallery_and_gradcam(ready):
     cell = expected.cell(label, label)
     captions = _captions(at)
     assert sum(f"true {label} · pred {label}" in c for c in captions) >= len(cell)
-    # Grad-CAM of the chosen image: original + overlay.
-    assert any("Where the model looks" in c for c in captions)
+    # Grad-CAM of the chosen image: the picture at once; the overlay once the model, loading
+    # in the background meanwhile, is in memory (the page does not wait for it).
+    from ui import model_cache
+    from ui.gradcam_view import PREPARING
+
+    key = model_cache.model_key(run_dir(ready["run_id"]))
+    if not model_cache.is_loaded(key):
+        assert any(PREPARING in c.value for c in at.caption)
+        assert not any("Where the model looks" in c for c in captions)
+        deadline = time.monotonic() + 120
+        while not model_cache.is_loaded(key):
+            assert time.monotonic() < deadline, "the model did not load in the background"
+            time.sleep(0.1)
+        at.run()
+        no_exception(at)
+    assert any("Where the model looks" in c for c in _captions(at))
+    assert not any(PREPARING in c.value for c in at.caption)
 
     at.segmented_control(key="evaluate_split").set_value("test")
     at.run()

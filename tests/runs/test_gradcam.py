@@ -91,7 +91,7 @@ def test_model_without_backbone_is_refused():
 
 
 def test_the_compiled_explainer_equals_grad_cam_written_out_eagerly():
-    """The graph-compiled forward pass gives the textbook map, and traces once for any size."""
+    """Eager or traced (after warm()), the map is the textbook one; one trace for any size."""
     import tensorflow as tf
 
     from core.runs.gradcam import GradCam, resize_heatmap
@@ -106,6 +106,10 @@ def test_the_compiled_explainer_equals_grad_cam_written_out_eagerly():
     kernel[:, 1] = np.random.default_rng(0).uniform(0.01, 0.1, kernel.shape[0])
     dense.set_weights([kernel, bias])
     explainer = GradCam(model)
+    eager, _ = explainer.explain(_picture(), class_index=1)  # before warm(): no graph yet
+    assert explainer._forward_graph is None and not explainer.is_warm
+    explainer.warm()
+    assert explainer.is_warm
     backbone, pool, head = (model.get_layer(n) for n in ("backbone", "pool", model.layers[-1].name))
     preprocess = [
         layer
@@ -134,4 +138,5 @@ def test_the_compiled_explainer_equals_grad_cam_written_out_eagerly():
             compared += 1
         np.testing.assert_allclose(probabilities, expected_probabilities[0].numpy(), atol=1e-5)
     assert compared >= 2
+    np.testing.assert_allclose(explainer.explain(_picture(), class_index=1)[0], eager, atol=1e-3)
     assert explainer._forward_graph.experimental_get_tracing_count() == 1
