@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.data import drafts, ingest, store
-from ui import data_view, engine
+from ui import data_changes, data_view, engine
 from ui.router import require_router
 from ui.state import set_dataset
 from ui.text import md
@@ -31,34 +31,6 @@ def _progress_bar():
 def _ingest_from(make_source, **kwargs):
     """Builds the source inside the guarded call, so a bad class name is reported too."""
     return ingest.ingest(make_source(), **kwargs)
-
-
-def _change_dataset(key: str, change, dataset_id: str) -> None:
-    """Button callback: applies a dataset change before the page is drawn.
-
-    The page then draws once, already showing the change (a change made in the page's own
-    run needs a second run to show it). A refused change is kept under ``key`` for
-    :func:`_show_change_error`.
-    """
-    try:
-        change(dataset_id)
-    except ValueError as error:  # DatasetError too: the message says what is wrong
-        st.session_state[f"{key}_error"] = str(error)
-
-
-def _show_change_error(key: str) -> None:
-    if error := st.session_state.pop(f"{key}_error", None):
-        st.error(error)
-
-
-def _rename_class(dataset_id: str) -> None:
-    state = st.session_state
-    store.rename_class(dataset_id, state["data_rename_old"], state["data_rename_new"].strip())
-
-
-def _resplit(dataset_id: str) -> None:
-    state = st.session_state
-    store.resplit(dataset_id, state["data_val"], state["data_test"], int(state["data_seed"]))
 
 
 def _run_ingest(call, *args, after=None, **kwargs) -> None:
@@ -282,10 +254,10 @@ with st.expander("Rename a class", icon=":material/edit:"):
         "Rename",
         disabled=not new or new == old,
         key="data_rename_go",
-        on_click=_change_dataset,
-        args=("data_rename", _rename_class, dataset.id),
+        on_click=data_changes.apply,
+        args=("data_rename", data_changes.rename_class, dataset.id),
     )
-    _show_change_error("data_rename")
+    data_changes.show_error("data_rename")
 
 st.subheader("Train / validation / test split")
 st.caption(
@@ -312,7 +284,7 @@ cols[3].button(
     "Apply split",
     icon=":material/call_split:",
     key="data_split",
-    on_click=_change_dataset,
-    args=("data_split", _resplit, dataset.id),
+    on_click=data_changes.apply,
+    args=("data_split", data_changes.resplit, dataset.id),
 )
-_show_change_error("data_split")
+data_changes.show_error("data_split")

@@ -27,9 +27,10 @@ print(json.dumps({"problem": problem, "nice": os.nice(0), "group": group}))
 """
 
 
-def _probe(niceness: int, *, new_session: bool) -> dict:
+def _child(code: str, *args: str, new_session: bool) -> str:
+    """Runs ``code`` in a new Python process (in a session of its own or ours); its stdout."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(niceness)],
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -37,7 +38,11 @@ def _probe(niceness: int, *, new_session: bool) -> dict:
         start_new_session=new_session,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def _probe(niceness: int, *, new_session: bool) -> dict:
+    return json.loads(_child(PROBE, str(niceness), new_session=new_session))
 
 
 def _group_nice(line: str) -> int:
@@ -67,16 +72,8 @@ def test_a_group_that_cannot_be_lowered_is_said_not_raised(tmp_path):
         "import sys; from pathlib import Path; from core.training.priority import "
         "lower_priority; print(lower_priority(3, autogroup=Path(sys.argv[1])))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        start_new_session=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert "could not lower the CPU priority" in done.stdout and str(tmp_path) in done.stdout
+    said = _child(code, str(tmp_path), new_session=True)
+    assert "could not lower the CPU priority" in said and str(tmp_path) in said
 
 
 @pytest.mark.parametrize("bad", [-1, 20, 2.5, True, "5"])
