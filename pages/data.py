@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import drafts, ingest, store
+from core.data import drafts, edits, ingest
 from ui import data_changes, data_view, engine
 from ui.router import require_router
 from ui.state import set_dataset
@@ -226,7 +226,7 @@ def _browse(dataset) -> None:
         disabled=not selected,
         key="data_delete",
     ):
-        store.delete_images(dataset.id, selected)
+        edits.delete_images(dataset.id, selected)
         data_view.clear_selection(selected)
         st.rerun()
     move_to = actions[1].selectbox(
@@ -238,7 +238,7 @@ def _browse(dataset) -> None:
         disabled=not (selected and move_to),
         key="data_move",
     ):
-        store.relabel_images(dataset.id, selected, move_to)
+        edits.relabel_images(dataset.id, selected, move_to)
         data_view.clear_selection(selected)
         st.rerun()
 

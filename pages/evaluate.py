@@ -224,7 +224,7 @@ with st.container(border=True):
         disabled=not (to_fix and new_label),
         key="evaluate_relabel",
     ):
-        from core.data.store import relabel_images
+        from core.data.edits import relabel_images
 
         try:
             relabel_images(dataset_id, to_fix, new_label)
@@ -237,7 +237,7 @@ with st.container(border=True):
     if fix_cols[3].button(
         "Remove", icon=":material/delete:", disabled=not to_fix, key="evaluate_remove"
     ):
-        from core.data.store import delete_images
+        from core.data.edits import delete_images
 
         try:
             delete_images(dataset_id, to_fix)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core.data import store
+from core.data import edits
 
 
 def apply(key: str, change: Callable[[str], object], dataset_id: str) -> None:
@@ -38,10 +38,10 @@ def show_error(key: str) -> None:
 def rename_class(dataset_id: str) -> None:
     """Renames the class chosen in "Rename a class" to the name typed there."""
     state = st.session_state
-    store.rename_class(dataset_id, state["data_rename_old"], state["data_rename_new"].strip())
+    edits.rename_class(dataset_id, state["data_rename_old"], state["data_rename_new"].strip())
 
 
 def resplit(dataset_id: str) -> None:
     """Draws the split set by the validation and test sliders and the seed."""
     state = st.session_state
-    store.resplit(dataset_id, state["data_val"], state["data_test"], int(state["data_seed"]))
+    edits.resplit(dataset_id, state["data_val"], state["data_test"], int(state["data_seed"]))

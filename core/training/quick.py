@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from core.config import ModelConfig, TrainConfig
-from core.data import drafts, ingest, store
+from core.data import drafts, edits, ingest, store
 from core.data.limits import ProgressFn
 from core.data.report import IngestReport
 from core.data.splits import min_images_per_class
@@ -107,7 +107,7 @@ def rename_card(old: str, new: str, others: Sequence[str], dataset_id: str | Non
     drafts.rename_shots(old, new)
     dataset = existing_dataset(dataset_id)
     if dataset is not None and old in dataset.classes:
-        store.rename_class(dataset.id, old, new)
+        edits.rename_class(dataset.id, old, new)
     return new
 
 

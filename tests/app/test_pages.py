@@ -352,7 +352,7 @@ def test_data_page_shows_why_a_rename_or_split_was_refused(ready):
     assert load_dataset(ready["dataset_id"]).classes == classes
 
     # A class of two images cannot give one to each of train, validation and test.
-    from core.data.store import relabel_images
+    from core.data.edits import relabel_images
 
     relabel_images(
         ready["dataset_id"], list(load_dataset(ready["dataset_id"]).manifest["image"][:2]), "tiny"

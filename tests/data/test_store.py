@@ -10,18 +10,15 @@ import pytest
 from PIL import Image
 
 from core.data import store as datasets
+from core.data.edits import delete_images, relabel_images, rename_class, resplit
 from core.data.ingest import UploadSource, add_images, ingest
 from core.data.store import (
     DatasetError,
     DatasetNotFoundError,
     clean_label,
     delete_dataset,
-    delete_images,
     list_datasets,
     load_dataset,
-    relabel_images,
-    rename_class,
-    resplit,
 )
 
 _RNG = np.random.default_rng(7)

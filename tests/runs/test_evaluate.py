@@ -125,7 +125,7 @@ def test_evaluate_real_run_is_consistent_with_its_model(run):
 
 
 def test_cache_is_reused_and_follows_a_relabel(run):
-    from core.data.store import relabel_images
+    from core.data.edits import relabel_images
     from core.runs.evaluate import cache_path, evaluate
 
     dataset_id, run_dir = run
