@@ -13,18 +13,17 @@ stores them. Nothing here decodes an image.
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import os
 import stat
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.data.archive import EntryRejected, SafeZip
 from core.data.decode import read_limited, too_big
+from core.data.label_csv import read_label_csv
 from core.data.limits import IngestLimits
 from core.data.store import DatasetError, clean_label
 
@@ -36,8 +35,6 @@ JUNK_NAMES = frozenset(
 SPLIT_FOLDER_NAMES = frozenset(
     {"train", "training", "val", "valid", "validation", "test", "testing"}
 )
-FILENAME_COLUMNS = ("filename", "file", "file_name", "image", "path", "filepath", "image_path")
-LABEL_COLUMNS = ("label", "class", "category")
 
 
 @dataclass
@@ -145,41 +142,6 @@ def list_zip(archive: SafeZip) -> Listing:
 
 
 # --------------------------------------------------------------------------- layout
-
-
-def _decode_csv(data: bytes) -> tuple[str, str | None]:
-    try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), "was not UTF-8; read it as Windows-1252"
-
-
-def _label_columns(header: Sequence[str]) -> tuple[int, int] | None:
-    names = [cell.strip().lower() for cell in header]
-    file_index = next((names.index(c) for c in FILENAME_COLUMNS if c in names), None)
-    label_index = next((names.index(c) for c in LABEL_COLUMNS if c in names), None)
-    if file_index is None or label_index is None:
-        return None
-    return file_index, label_index
-
-
-def _parse_label_csv(entry: Entry) -> list[tuple[str, str]] | str:
-    """Returns ``(filename, label)`` rows, or a reason the CSV is not a label file."""
-    try:
-        data = entry.read()
-    except EntryRejected as rejection:
-        return rejection.reason
-    text, note = _decode_csv(data)
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    columns = _label_columns(rows[0]) if rows else None
-    if columns is None:
-        return (
-            f"has no filename and label columns (expected a header like "
-            f"'filename,label'{'; ' + note if note else ''})"
-        )
-    file_index, label_index = columns
-    width = max(columns) + 1
-    return [(row[file_index], row[label_index]) for row in rows[1:] if len(row) >= width]
 
 
 def _plan_from_csv(csv_entry: Entry, rows: list[tuple[str, str]], others: list[Entry]) -> Plan:
@@ -383,7 +345,7 @@ def plan_listing(source: Listing) -> Plan:
     label_csvs: list[tuple[Entry, list[tuple[str, str]]]] = []
     notes: list[str] = []
     for entry in sorted(csv_entries, key=lambda e: (len(e.parts), e.parts)):
-        parsed = _parse_label_csv(entry)
+        parsed = read_label_csv(entry)
         if isinstance(parsed, str):
             notes.append(f"{entry.name} {parsed}; ignored")
         else:
