@@ -9,12 +9,18 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from core.data.archive import EntryRejected
 
-if TYPE_CHECKING:
-    from core.data.sources import Entry
+
+class Readable(Protocol):
+    """What a labels CSV is read from: a listing entry (:class:`core.data.sources.Entry`)."""
+
+    def read(self) -> bytes:
+        """The file's bytes (raises :class:`core.data.archive.EntryRejected` to refuse)."""
+        ...
+
 
 #: Header names of the column holding the image file name (compared in lower case).
 FILENAME_COLUMNS = ("filename", "file", "file_name", "image", "path", "filepath", "image_path")
@@ -38,7 +44,7 @@ def _label_columns(header: Sequence[str]) -> tuple[int, int] | None:
     return file_index, label_index
 
 
-def read_label_csv(entry: Entry) -> list[tuple[str, str]] | str:
+def read_label_csv(entry: Readable) -> list[tuple[str, str]] | str:
     """The ``(filename, label)`` rows of a labels CSV, or why it is not one.
 
     Args:
