@@ -60,10 +60,12 @@ def test_a_session_leader_lowers_its_group_too():
 
 @needs_autogroup
 def test_a_process_sharing_its_parents_session_leaves_the_group_alone():
-    before = _group_nice(AUTOGROUP.read_text())
+    # Compared as text: a session in the kernel's default group (one no process of the
+    # machine ever left with setsid, as on some CI machines) reads as an empty file.
+    before = AUTOGROUP.read_text()
     seen = _probe(7, new_session=False)
     assert seen["problem"] is None and seen["nice"] == os.nice(0) + 7
-    assert _group_nice(seen["group"]) == before == _group_nice(AUTOGROUP.read_text())
+    assert seen["group"] == before == AUTOGROUP.read_text()
 
 
 def test_a_group_that_cannot_be_lowered_is_said_not_raised(tmp_path):
