@@ -3,7 +3,8 @@
 - :class:`ArrayFeeder`: rows of one array (the image cache, or embeddings).
 - :class:`ViewFeeder`: cached augmented views, one view of each image drawn per epoch.
 - :func:`resident_dataset`: either of the last two, copied into memory and fed by an endless
-  tf.data pipeline, so that ``fit`` does not start a new iterator every epoch.
+  tf.data pipeline, so that ``fit`` does not start a new iterator every epoch;
+  :func:`resident_fit_inputs` gives ``fit`` its training and validation pipelines.
 """
 
 from __future__ import annotations
@@ -218,3 +219,61 @@ def resident_dataset(
 def steps_per_epoch(images: int, batch_size: int) -> int:
     """Batches in one epoch of ``images`` (the last one may be shorter)."""
     return max(1, -(-images // batch_size))
+
+
+def resident_fit_inputs(
+    train: np.ndarray,
+    train_targets: np.ndarray,
+    val: np.ndarray,
+    val_targets: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    views: bool = False,
+    sample_weights: np.ndarray | None = None,
+) -> tuple[dict, int] | None:
+    """``fit`` keyword arguments feeding small cached arrays from memory, and the steps.
+
+    One tf.data iterator serves every epoch (see :func:`resident_dataset`), which takes
+    about 40 ms off each epoch of a head or a cached top on a 2-core CPU.
+
+    Args:
+        train: The training rows, or with ``views`` their ``(K, N, ...)`` views.
+        train_targets: One-hot targets of the training images.
+        val: The validation rows (never augmented).
+        val_targets: Their one-hot targets.
+        batch_size: Training images per batch (validation batches hold at least 256).
+        seed: Seed of the order and of the view draws.
+        views: Whether ``train`` holds ``K`` views of each image.
+        sample_weights: Optional weight per training image.
+
+    Returns:
+        ``(inputs, steps_per_epoch)``, or None when the arrays are too big (or the backend is
+        not TensorFlow): the caller feeds them as before.
+    """
+    train_feed = resident_dataset(
+        train,
+        train_targets,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        sample_weights=sample_weights,
+        views=views,
+    )
+    if train_feed is None:
+        return None
+    val_batch = max(batch_size, 256)
+    val_feed = resident_dataset(
+        val, val_targets, val_batch, max_bytes=max(RESIDENT_BYTES - train.nbytes, 0)
+    )
+    if val_feed is None:
+        return None
+    steps = steps_per_epoch(len(train_targets), batch_size)
+    inputs = {
+        "x": train_feed,
+        "shuffle": False,  # the pipeline shuffles (fit would warn that it cannot)
+        "steps_per_epoch": steps,
+        "validation_data": val_feed,
+        "validation_steps": steps_per_epoch(len(val_targets), val_batch),
+    }
+    return inputs, steps

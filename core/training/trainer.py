@@ -74,13 +74,7 @@ from core.training.embeddings import (
     embedding_key,
     views_key,
 )
-from core.training.feeder import (
-    RESIDENT_BYTES,
-    ArrayFeeder,
-    ViewFeeder,
-    resident_dataset,
-    steps_per_epoch,
-)
+from core.training.feeder import ArrayFeeder, ViewFeeder, resident_fit_inputs
 from core.training.final_scores import record_evaluations, scores_through_cut
 from core.training.out_of_memory import smaller_batch
 
@@ -413,13 +407,15 @@ def _fit_inputs(
             sample_weights=data.sample_weights,
         )
     if fast and not dist.distributed:
-        resident = _resident_inputs(
-            config,
-            data,
+        resident = resident_fit_inputs(
             views if views is not None else source[data.train_rows],
+            data.train_targets,
             source[data.val_rows],
+            data.val_targets,
+            config.batch_size,
             seed=config.seed + phase.index,
             views=views is not None,
+            sample_weights=data.sample_weights,
         )
         if resident is not None:
             return resident
@@ -477,61 +473,21 @@ def _fit_inputs(
     return {"x": train_feed, "validation_data": val_feed}, len(train_feed)
 
 
-def _resident_inputs(
-    config: TrainConfig,
-    data: TrainingData,
-    train: np.ndarray,
-    val: np.ndarray,
-    *,
-    seed: int,
-    views: bool,
-) -> tuple[dict[str, Any], int] | None:
-    """``fit`` inputs from in-memory copies of small cached arrays, or None when too big.
-
-    One tf.data iterator serves every epoch (see :func:`resident_dataset`), which takes
-    about 40 ms off each epoch of a head or a cached top on a 2-core CPU.
-    """
-    train_feed = resident_dataset(
-        train,
-        data.train_targets,
-        config.batch_size,
-        shuffle=True,
-        seed=seed,
-        sample_weights=data.sample_weights,
-        views=views,
-    )
-    if train_feed is None:
-        return None
-    val_batch = max(config.batch_size, 256)
-    val_feed = resident_dataset(
-        val, data.val_targets, val_batch, max_bytes=max(RESIDENT_BYTES - train.nbytes, 0)
-    )
-    if val_feed is None:
-        return None
-    steps = steps_per_epoch(len(data.train_targets), config.batch_size)
-    inputs = {
-        "x": train_feed,
-        "shuffle": False,  # the pipeline shuffles (fit would warn that it cannot)
-        "steps_per_epoch": steps,
-        "validation_data": val_feed,
-        "validation_steps": steps_per_epoch(len(data.val_targets), val_batch),
-    }
-    return inputs, steps
-
-
 def _activation_inputs(
     config: TrainConfig, data: TrainingData, phase: Phase, activations: ActivationCache
 ) -> tuple[dict[str, Any], int]:
     """``fit`` inputs of a phase fine-tuning on cached activations (or their augmented views)."""
     seed = config.seed + phase.index
     views = activations.views is not None
-    resident = _resident_inputs(
-        config,
-        data,
+    resident = resident_fit_inputs(
         activations.views if views else activations.train,
+        data.train_targets,
         activations.val,
+        data.val_targets,
+        config.batch_size,
         seed=seed,
         views=views,
+        sample_weights=data.sample_weights,
     )
     if resident is not None:
         return resident

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from core.training.feeder import resident_dataset, steps_per_epoch
+from core.training.feeder import resident_dataset, resident_fit_inputs, steps_per_epoch
 
 
 def _epochs(dataset, steps: int, epochs: int) -> list[list[tuple[np.ndarray, ...]]]:
@@ -102,3 +102,21 @@ def test_fit_on_it_equals_fit_on_the_same_batches_as_arrays():
     plain = trained(x=x, y=y, batch_size=8, shuffle=False)
     for a, b in zip(ours, plain, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_inputs_count_the_steps_of_both_splits_and_cover_every_validation_image():
+    train, val = np.zeros((20, 4), "float32"), np.arange(300, dtype="float32")[:, None]
+    inputs, steps = resident_fit_inputs(
+        train,
+        np.eye(2, dtype="float32")[[0, 1] * 10],
+        val,
+        np.eye(2, dtype="float32")[[0] * 300],
+        8,
+        seed=0,
+    )
+    assert steps == inputs["steps_per_epoch"] == 3
+    assert inputs["validation_steps"] == 2 and inputs["shuffle"] is False
+    seen = _epochs(inputs["validation_data"], inputs["validation_steps"], epochs=2)
+    for epoch in seen:
+        assert [len(batch[0]) for batch in epoch] == [256, 44]
+        np.testing.assert_array_equal(np.concatenate([b[0] for b in epoch])[:, 0], np.arange(300))
