@@ -639,7 +639,8 @@ def studio_run(config) -> Fit:
     Raises:
         RuntimeError: If the run did not complete.
     """
-    from core.runs.store import MetricsReader, create_run, read_summary
+    from core.runs.metrics import MetricsReader
+    from core.runs.store import create_run, read_summary
     from core.training.worker import run_worker
 
     clear_keras()

@@ -69,7 +69,8 @@ model.fit(data, epochs=1, callbacks=[FirstBatch()], verbose=0)
 
 def studio_first_point(config, timeout: float) -> dict:
     """Starts a run like the Train page does; seconds until its first batch event."""
-    from core.runs.store import MetricsReader, read_status, read_summary, run_dir
+    from core.runs.metrics import MetricsReader
+    from core.runs.store import read_status, read_summary, run_dir
     from core.training.jobs import cancel_run, start_run
 
     started = time.time()

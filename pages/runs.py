@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core.runs.store import MetricsReader, list_runs
+from core.runs.listing import list_runs
+from core.runs.metrics import MetricsReader
 from ui import engine, runs_view
 from ui.figures import compare_figure
 from ui.router import require_router

@@ -22,7 +22,7 @@ from ui.state import RUN_QUERY_PARAM, init_state, set_run
 
 def finished_runs() -> list[Any]:
     """Runs with a saved model (usable for evaluation, prediction and export), newest first."""
-    from core.runs.store import list_runs
+    from core.runs.listing import list_runs
 
     return [info for info in list_runs() if info.has_model]
 

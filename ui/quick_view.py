@@ -290,7 +290,7 @@ def train_panel(counts: dict[str, int]) -> None:
 
 def _progress(run_id: str, was_active: bool) -> None:
     """The run's state, epochs and accuracy (polled while it trains)."""
-    from core.runs.store import MetricsReader
+    from core.runs.metrics import MetricsReader
 
     status, error = engine.status_or_error(run_id)
     if status is None:

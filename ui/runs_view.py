@@ -96,7 +96,7 @@ def _val_accuracy(info: Any) -> float | None:
     for key in ("val_accuracy", "best_val_accuracy"):
         if _number(summary.get(key)) is not None:
             return _number(summary[key])
-    from core.runs.store import MetricsReader
+    from core.runs.metrics import MetricsReader
 
     values = [
         e["val_accuracy"]

@@ -14,7 +14,7 @@ BACKBONE = ""
 
 def _candidates(config: TrainConfig) -> list[Any]:
     """Finished runs with a model, built like this one (same backbone, size, pooling, head)."""
-    from core.runs.store import list_runs
+    from core.runs.listing import list_runs
 
     model = config.model
     found = []

@@ -13,7 +13,8 @@ import streamlit as st
 
 from core.models.registry import DEFAULT_BACKBONE
 from core.models.weights import missing_weights
-from core.runs.store import MetricsReader, read_config
+from core.runs.metrics import MetricsReader
+from core.runs.store import read_config
 from core.training.jobs import runs_in_progress
 from ui import engine, model_cache, run_view
 from ui.figures import batch_events, batch_loss_spec, history_spec

@@ -54,7 +54,7 @@ def _folder(args: argparse.Namespace):
 
 def handle_runs(args: argparse.Namespace) -> int:
     """Handler of ``runs``."""
-    from core.runs.store import list_runs
+    from core.runs.listing import list_runs
 
     runs = list_runs(args.runs_dir)
     if args.json:

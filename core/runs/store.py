@@ -28,13 +28,14 @@ head (far more per second than images through the whole network); ``summary.json
 the embedding pass separately (``embedding_images_per_second``).
 
 The worker is the only writer of its folder; this module only reads (and writes the
-initial files before the worker exists).
+initial files before the worker exists). Beside it: :mod:`core.runs.ownership` (the worker's
+owner lock), :mod:`core.runs.metrics` (reading ``metrics.jsonl``) and
+:mod:`core.runs.listing` (every run of the workspace).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import re
@@ -49,6 +50,7 @@ from typing import Any
 
 from core.config import TrainConfig
 from core.jsonfile import CorruptFileError, check_fields, read_json
+from core.runs.ownership import owner_state, same_process
 from core.workspace import resolve_under, runs_dir
 
 STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted", "broken")
@@ -69,8 +71,6 @@ BEST_FILE = "best.json"  # in CHECKPOINTS_DIR: epoch and metrics of the best mod
 LOGS_DIR = "logs"
 CANCEL_FILE = "cancel.request"
 WORKER_LOG = "worker.log"
-#: Held (``flock``) by the one worker that owns the folder, for as long as it lives.
-OWNER_LOCK = ".worker.lock"
 
 # The worker beats every HEARTBEAT_SECONDS; a beat older than STALE_SECONDS means nobody is
 # alive to write it (kept well above the beat so a busy machine is not taken for a dead one).
@@ -367,141 +367,6 @@ def write_status(folder: str | os.PathLike[str], status: RunStatus) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True when process ``pid`` exists on this host and is not a zombie."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A finished child that its parent has not reaped yet still answers kill(0).
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def process_start_ticks(pid: int | None) -> int:
-    """When process ``pid`` started, in clock ticks since boot (0 when unknown).
-
-    Together with the pid this names one process for good: a pid the system hands to a new
-    process later comes with a later start time.
-    """
-    if not pid or pid <= 0:
-        return 0
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        return int(fields[19])  # field 22 of proc(5); fields[0] is field 3 (the state)
-    except (IndexError, ValueError):
-        return 0
-
-
-def owner_state(folder: str | os.PathLike[str]) -> str:
-    """Whether a live worker owns the run folder, asked of the kernel (not of a pid).
-
-    Returns:
-        ``"held"`` while a worker process holds the folder's owner lock (also when it is
-        frozen), ``"free"`` when the lock file exists but nobody holds it (its worker is
-        gone), ``"none"`` when no worker ever took it (older runs, or not started yet).
-    """
-    path = Path(folder) / OWNER_LOCK
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return "none"
-    except OSError:
-        return "none"
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return "held"
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return "free"
-    finally:
-        os.close(fd)
-
-
-class RunOwnedError(RuntimeError):
-    """Another live worker owns the run folder; nothing was written."""
-
-
-def acquire_owner(folder: str | os.PathLike[str], wait_seconds: float = 3.0) -> int:
-    """Takes the run folder's owner lock for this process; returns its descriptor.
-
-    Held until the descriptor is closed (or the process ends, however it ends), so a run
-    folder never has two writers: a second worker, or a resume while a frozen worker still
-    lives, is refused here before it writes anything.
-
-    Args:
-        folder: The run folder.
-        wait_seconds: How long to retry (readers hold the lock shared for microseconds).
-
-    Raises:
-        RunOwnedError: If another process holds it.
-    """
-    path = Path(folder) / OWNER_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise RunOwnedError(
-                    f"Run {Path(folder).name!r} is owned by another live worker; a run folder "
-                    "has one writer. Cancel that worker first (it may be frozen), then resume."
-                ) from None
-            time.sleep(0.05)
-
-
-def release_owner(fd: int) -> None:
-    """Gives up the owner lock taken by :func:`acquire_owner`."""
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-def _same_process(status: RunStatus) -> bool:
-    """The recorded pid is alive and (when recorded) started when the worker started."""
-    if not pid_alive(status.pid):
-        return False
-    return not status.pid_start or process_start_ticks(status.pid) == status.pid_start
-
-
-def verified_worker_pid(folder: str | os.PathLike[str], status: RunStatus) -> int | None:
-    """The pid of the run's worker, only when there is proof it is that worker.
-
-    Proof: the folder's owner lock is held and the pid's start time is the one the worker
-    recorded (for runs without an owner lock, the start time alone). A pid now used by an
-    unrelated process gives None, so it is never signalled.
-
-    Args:
-        folder: The run folder.
-        status: Its raw status.
-
-    Returns:
-        The pid, or None.
-    """
-    if status.pid is None or (status.host and status.host != socket.gethostname()):
-        return None
-    owner = owner_state(folder)
-    if owner == "free":
-        return None
-    if owner == "none" and not status.pid_start:
-        return None
-    return status.pid if _same_process(status) else None
-
-
 def _raw_status(folder: Path) -> RunStatus:
     path = folder / STATUS_FILE
     data = read_json(path)
@@ -522,7 +387,7 @@ def _worker_gone(folder: Path, status: RunStatus, age: float, stale_after: float
     if owner == "free":
         return True
     # No owner lock (a run from before locks): the pid, checked against its start time.
-    return not _same_process(status) or age > 10 * stale_after
+    return not same_process(status) or age > 10 * stale_after
 
 
 def read_status(folder: str | os.PathLike[str], *, stale_after: float = STALE_SECONDS) -> RunStatus:
@@ -594,6 +459,8 @@ def cancelled_without_worker_message(folder: str | os.PathLike[str]) -> str:
     kept = ""
     if best is not None and (folder / MODEL_FILE).is_file():
         kept = f" The best model so far (epoch {best.get('epoch')}) is kept."
+    from core.runs.metrics import MetricsReader
+
     events = MetricsReader(folder).all()
     phases = [i for i, event in enumerate(events) if event.get("type") == "phase"]
     since = events[phases[-1] :] if phases else []
@@ -604,81 +471,6 @@ def cancelled_without_worker_message(folder: str | os.PathLike[str]) -> str:
     return "Cancelled: the worker did not stop by itself and was stopped." + (
         kept or " No epoch had finished, so no model was kept."
     )
-
-
-class MetricsReader:
-    """Reads ``metrics.jsonl`` incrementally; cheap enough to call every second.
-
-    Each :meth:`poll` returns only the events appended since the previous call. A last line
-    still being written (no newline yet) is kept back until it is complete.
-
-    Args:
-        folder: The run folder.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.path = Path(folder) / METRICS_FILE
-        self.offset = 0
-        self.skipped = 0
-        self._partial = b""
-
-    def poll(self) -> list[dict[str, Any]]:
-        """Returns the events appended since the last call (possibly none)."""
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return []
-        if size < self.offset:
-            # The file was replaced by a shorter one: start over.
-            self.offset, self._partial = 0, b""
-        if size == self.offset:
-            return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read(size - self.offset)
-        self.offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        return self._parse(lines)
-
-    def _parse(self, lines: list[bytes]) -> list[dict[str, Any]]:
-        events = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                # A line cut short by a killed worker; the worker repairs the file on resume.
-                self.skipped += 1
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-        return events
-
-    def all(self) -> list[dict[str, Any]]:
-        """Returns every complete event in the file (does not move the incremental cursor)."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        lines = data.split(b"\n")
-        lines.pop()
-        return MetricsReader(self.path.parent)._parse(lines)
-
-
-def epoch_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The epoch events of ``events``, the last one kept per epoch (a resumed run may repeat).
-
-    Events without an integer ``epoch`` (a damaged line) are left out.
-    """
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for event in events:
-        epoch = event.get("epoch")
-        if event.get("type") == "epoch" and isinstance(epoch, int) and not isinstance(epoch, bool):
-            by_epoch[epoch] = event
-    return [by_epoch[k] for k in sorted(by_epoch)]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -741,109 +533,6 @@ def read_labels(folder: str | os.PathLike[str]) -> list[str]:
     except OSError as error:
         raise CorruptFileError(path, f"cannot be read ({error.strerror or error})") from error
     return [line for line in text.splitlines() if line]
-
-
-@dataclass
-class RunInfo:
-    """One run as listed by :func:`list_runs`.
-
-    Attributes:
-        run_id: Folder name.
-        dir: The run folder.
-        status: Its status (``interrupted`` when the worker died).
-        config: The config as a dictionary (None if unreadable).
-        summary: ``summary.json`` when the run finished, else None.
-        has_model: Whether ``model.keras`` exists.
-        problems: Sentences about damaged files of the run (empty when all is well).
-    """
-
-    run_id: str
-    dir: Path
-    status: RunStatus
-    config: dict[str, Any] | None
-    summary: dict[str, Any] | None
-    has_model: bool
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def broken(self) -> bool:
-        """True when the run's status cannot be read (it is listed, but cannot be used)."""
-        return self.status.state == BROKEN_STATE
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dictionary."""
-        return {
-            "run_id": self.run_id,
-            "run_dir": str(self.dir),
-            "status": self.status.to_dict(),
-            "config": self.config,
-            "summary": self.summary,
-            "has_model": self.has_model,
-            "problems": list(self.problems),
-        }
-
-
-def _optional_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    try:
-        return read_json(path)
-    except CorruptFileError as error:
-        problems.append(f"{path.name} {error.reason}")
-        return None
-
-
-def read_run_info(folder: str | os.PathLike[str]) -> RunInfo:
-    """Reads one run folder for listing; never raises for damaged files.
-
-    A damaged ``status.json`` gives a run in the ``broken`` state (its message says why and
-    what to do); a damaged ``config.json`` or ``summary.json`` is left out and named in
-    ``problems``.
-
-    Args:
-        folder: The run folder (it holds a ``status.json``).
-
-    Returns:
-        The run's :class:`RunInfo`.
-    """
-    folder = Path(folder)
-    problems: list[str] = []
-    try:
-        status = read_status(folder)
-    except CorruptFileError as error:
-        status = broken_status(folder, error)
-        problems.append(f"{error.path.name} {error.reason}")
-    except FileNotFoundError:
-        status = broken_status(folder, CorruptFileError(folder / STATUS_FILE, "is missing"))
-        problems.append(f"{STATUS_FILE} is missing")
-    config = _optional_json(folder / CONFIG_FILE, problems)
-    summary = _optional_json(folder / SUMMARY_FILE, problems)
-    return RunInfo(
-        run_id=folder.name,
-        dir=folder,
-        status=status,
-        config=config,
-        summary=summary,
-        has_model=(folder / MODEL_FILE).is_file() and status.state != BROKEN_STATE,
-        problems=problems,
-    )
-
-
-def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunInfo]:
-    """Lists every run folder, newest first, from the folders alone.
-
-    Folders without a ``status.json`` entry are not runs and are skipped; a run whose files
-    are damaged is listed as ``broken`` (see :func:`read_run_info`), so it never hides and
-    never stops the others from being listed.
-    """
-    base = Path(root) if root is not None else runs_dir()
-    if not base.is_dir():
-        return []
-    runs = []
-    for folder in base.iterdir():
-        if not folder.is_dir() or not os.path.lexists(folder / STATUS_FILE):
-            continue
-        runs.append(read_run_info(folder))
-    runs.sort(key=lambda info: (str(info.status.created or ""), info.run_id), reverse=True)
-    return runs
 
 
 def request_cancel(folder: str | os.PathLike[str]) -> None:

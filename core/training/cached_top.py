@@ -76,7 +76,7 @@ def prepare_cached_top(
     Args:
         config: The run's settings (augmentation, seed, batch size).
         ctx: The run's context (progress, cancel, summary).
-        data: The run's :class:`core.training.trainer.TrainingData`.
+        data: The run's :class:`core.training.prepare.TrainingData`.
         model: The transfer model with ``trainable`` applied.
         trainable: What trains in this phase.
         dist: The devices the run trains on.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import core
 from core.config import TrainConfig
+from core.runs.ownership import owner_state, verified_worker_pid
 from core.runs.store import (
     ACTIVE_STATES,
     CANCEL_FILE,
@@ -29,10 +30,8 @@ from core.runs.store import (
     create_run,
     find_run,
     now_iso,
-    owner_state,
     read_status,
     request_cancel,
-    verified_worker_pid,
     write_status,
 )
 from core.workspace import (
@@ -333,7 +332,7 @@ def runs_in_progress(root: str | os.PathLike[str] | None = None) -> list[RunInPr
     Returns:
         The runs, in that order.
     """
-    from core.runs.store import list_runs
+    from core.runs.listing import list_runs
     from core.training import queue
 
     order = queue.waiting()

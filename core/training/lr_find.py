@@ -202,15 +202,9 @@ def lr_find(
     import keras
 
     from core.models.transfer import build_model, head_of, set_trainable
-    from core.training.trainer import (
-        _compile,
-        _embed,
-        make_optimizer,
-        plan_phases,
-        prepare_data,
-        prepare_device,
-        uses_fast_path,
-    )
+    from core.training.fast_path import embed_dataset
+    from core.training.phases import compile_model, make_optimizer, plan_phases, uses_fast_path
+    from core.training.prepare import prepare_data, prepare_device
 
     started = time.monotonic()
     phase = plan_phases(config)[0]
@@ -225,13 +219,14 @@ def lr_find(
         set_trainable(model, phase.trainable)
         if fast:
             fit_model = head_of(model)
-            embeddings = _embed(config, ctx, data, model, dist)
+            embeddings = embed_dataset(config, ctx, data, model, dist)
             source = np.asarray(embeddings[data.train_rows], dtype="float32")
             rows = np.arange(len(source))
         else:
             fit_model, source, rows = model, data.cache.array, data.train_rows
         constant = config.replace(schedule="constant")
-        _compile(fit_model, constant, make_optimizer(constant, float(rates[0]), 1), jit_compile)
+        optimizer = make_optimizer(constant, float(rates[0]), 1)
+        compile_model(fit_model, constant, optimizer, jit_compile)
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(rows))
     batch = min(config.batch_size, len(rows))

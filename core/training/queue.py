@@ -21,7 +21,7 @@ from pathlib import Path
 
 from core.atomic import atomic_write_json
 from core.jsonfile import CorruptFileError, read_json
-from core.runs.store import pid_alive, process_start_ticks
+from core.runs.ownership import pid_alive, process_start_ticks
 from core.workspace import shared_root
 
 QUEUE_DIR = "queue"

@@ -21,6 +21,11 @@ Epoch numbers run on across phases, so the UI sees one curve. Each phase keeps i
 ``BackupAndRestore`` state under ``checkpoints/phase<N>/`` (written in the background by
 :class:`core.training.backup.AsyncBackupAndRestore`); a finished phase leaves
 ``checkpoints/phase<N>.done.json`` plus the full model's weights, so a resumed run skips it.
+
+The parts live in their own modules: the plan (:mod:`core.training.phases`), the devices and
+the split dataset (:mod:`core.training.prepare`), the fast path's embeddings
+(:mod:`core.training.fast_path`), ``fit``'s inputs (:mod:`core.training.fit_inputs`) and the
+saved model's scores (:mod:`core.training.final_scores`).
 """
 
 from __future__ import annotations
@@ -37,18 +42,9 @@ import numpy as np
 
 from core.atomic import atomic_write_bytes, atomic_write_json
 from core.config import EARLY_STOPPING_MIN_DELTA, TrainConfig
-from core.data.image_cache import build_image_cache
 from core.models.model_io import save_model
-from core.runs.store import (
-    CHECKPOINTS_DIR,
-    LABELS_FILE,
-    LOGS_DIR,
-    MODEL_FILE,
-    MetricsReader,
-    best_path,
-    epoch_events,
-)
-from core.training.activations import ActivationCache
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.store import CHECKPOINTS_DIR, LABELS_FILE, LOGS_DIR, MODEL_FILE, best_path
 from core.training.cached_top import (
     CachedTop,
     FastFinetuneDecision,
@@ -56,126 +52,23 @@ from core.training.cached_top import (
     prepare_cached_top,
 )
 from core.training.context import RunContext
-from core.training.devices import describe_devices, remember_devices
-from core.training.distribute import (
-    Distribution,
-    embedding_method,
-    even_batch,
-    pad_for_replicas,
-    setup_distribution,
-    weights_digest,
-    worker_inputs,
-)
-from core.training.embeddings import (
-    augmented_extractor,
-    cached_augmented_views,
-    cached_embeddings,
-    compute_embeddings,
-    embedding_key,
-    views_key,
-)
-from core.training.feeder import ArrayFeeder, ViewFeeder, resident_fit_inputs
-from core.training.final_scores import record_evaluations, scores_through_cut
+from core.training.distribute import Distribution, weights_digest
+from core.training.fast_path import embed_augmented_views, embed_dataset
+from core.training.final_scores import evaluate_saved_model
+from core.training.fit_inputs import fit_inputs
 from core.training.out_of_memory import smaller_batch
+from core.training.phases import (
+    Phase,
+    compile_model,
+    make_optimizer,
+    plan_phases,
+    uses_augmented_views,
+    uses_fast_path,
+)
+from core.training.prepare import TrainingData, prepare_data, prepare_device
 
 if TYPE_CHECKING:
     import keras
-
-
-@dataclass
-class Phase:
-    """One ``fit`` of the plan.
-
-    Attributes:
-        index: 1 or 2.
-        name: Phase name shown in status and epoch events (``head``, ``train``, ``fine-tune``).
-        trainable: What trains (``head``, ``top:N``, ``all``).
-        epochs: Epochs in this phase.
-        learning_rate: Base learning rate of this phase.
-        patience: Early-stopping patience on val_loss (0 = off).
-    """
-
-    index: int
-    name: str
-    trainable: str
-    epochs: int
-    learning_rate: float
-    patience: int = 0
-
-
-def plan_phases(config: TrainConfig) -> list[Phase]:
-    """The phases a config asks for (one, or two with ``fine_tune_epochs``)."""
-    trainable = config.model.trainable
-    phases = [
-        Phase(
-            1,
-            "head" if trainable == "head" else "train",
-            trainable,
-            config.effective_epochs,
-            config.effective_learning_rate,
-            config.effective_patience,
-        )
-    ]
-    if config.fine_tune_epochs:
-        phases.append(
-            Phase(
-                2,
-                "fine-tune",
-                config.fine_tune_trainable,
-                config.fine_tune_epochs,
-                config.effective_learning_rate * config.fine_tune_lr_mult,
-                # Auto patience is for the head phase; an explicit one applies to both.
-                config.early_stopping_patience or 0,
-            )
-        )
-    return phases
-
-
-def uses_fast_path(config: TrainConfig, phase: Phase) -> bool:
-    """Whether ``phase`` can train the head on cached embeddings (or cached augmented views)."""
-    return phase.trainable == "head"
-
-
-def uses_augmented_views(config: TrainConfig, phase: Phase) -> bool:
-    """Whether the fast path of ``phase`` trains on cached augmented views of the images."""
-    return uses_fast_path(config, phase) and config.model.augment.enabled
-
-
-def make_optimizer(config: TrainConfig, learning_rate: float, decay_steps: int):
-    """Builds the configured optimizer, with a cosine schedule when asked.
-
-    ``weight_decay`` is Keras' decoupled weight decay, available on every optimizer.
-    """
-    import keras
-
-    rate: Any = learning_rate
-    if config.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, decay_steps))
-    decay = config.weight_decay or None
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate, weight_decay=decay)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=config.momentum, weight_decay=decay)
-    if config.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(rate, momentum=config.momentum, weight_decay=decay)
-    raise ValueError(
-        f"optimizer must be one of adam, adamw, sgd, rmsprop. Received: {config.optimizer!r}"
-    )
-
-
-def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Weight per class, inversely proportional to its size (mean weight 1 per image)."""
-    counts = np.bincount(labels, minlength=num_classes).astype("float64")
-    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-    return weights.astype("float32")
-
-
-def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    out = np.zeros((len(labels), num_classes), dtype="float32")
-    out[np.arange(len(labels)), labels] = 1.0
-    return out
 
 
 def _save_weights_atomic(model: keras.Model, path: Path) -> None:
@@ -189,163 +82,6 @@ def _save_weights_atomic(model: keras.Model, path: Path) -> None:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _compile(model: keras.Model, config: TrainConfig, optimizer, jit_compile) -> None:
-    import keras
-
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
-
-
-@dataclass
-class TrainingData:
-    """The dataset of a run, decoded once into the image cache and split into rows.
-
-    Attributes:
-        classes: Class names in the model's output order.
-        fingerprint: The dataset's content fingerprint (keys the caches).
-        cache: The per-size image cache (``cache.array`` is ``(N, size, size, 3)`` uint8).
-        train_rows: Rows of the cache in the train split.
-        val_rows: Rows in the val split.
-        train_targets: One-hot targets of the train rows.
-        val_targets: One-hot targets of the val rows.
-        sample_weights: Per-row weights of the train rows (balanced classes), or None.
-        backbone_identity: What the backbone's weights are when they come from a parent run
-            that changed them (keys the embedding cache); None otherwise.
-        test_rows: Rows in the test split (never used to pick a model; only reported).
-        test_targets: One-hot targets of the test rows.
-        embeddings: The backbone embeddings of every cache row once the fast path loaded
-            them (the frozen backbone's; None before).
-        dataset_dir: The dataset's folder.
-        val_images: Image names of the val rows, in the same order.
-        test_images: Image names of the test rows, in the same order.
-    """
-
-    classes: list[str]
-    fingerprint: str
-    cache: Any
-    train_rows: np.ndarray
-    val_rows: np.ndarray
-    train_targets: np.ndarray
-    val_targets: np.ndarray
-    sample_weights: np.ndarray | None
-    backbone_identity: str | None = None
-    test_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    test_targets: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.zeros((0, 0), "float32")
-    )
-    embeddings: np.ndarray | None = None
-    dataset_dir: Path | None = None
-    val_images: list[str] = dataclasses.field(default_factory=list)
-    test_images: list[str] = dataclasses.field(default_factory=list)
-
-
-def prepare_device(config: TrainConfig, ctx: RunContext) -> tuple[Any, Distribution]:
-    """Chooses the devices, seeds, sets the precision policy.
-
-    Returns:
-        The ``jit_compile`` setting for ``fit`` and the :class:`Distribution` (one device,
-        several local devices, or several workers) the run trains with.
-    """
-    import keras
-
-    # First: a multi-device strategy must exist before the backend makes its devices.
-    dist = setup_distribution()
-    ctx.summary.update(dist.summary())
-    if dist.distributed:
-        ctx.note(dist.describe(config.batch_size))
-    device = describe_devices()
-    if "CUDA_VISIBLE_DEVICES" not in os.environ:  # it sees the machine as the app does
-        try:
-            remember_devices(device)
-        except OSError as error:  # only costs the app a slower first Model page
-            ctx.note(f"Could not keep the device description for the app: {error}")
-    ctx.set(device=device["label"], phase="loading", message="Loading the dataset.")
-    ctx.summary["device"] = device["label"]
-    # What the epoch times in the summary were measured on (see core.models.estimate).
-    ctx.summary["device_kind"] = device["kind"]
-    ctx.summary["cpu_cores"] = device.get("cpu_cores") or os.cpu_count()
-    if config.mixed_precision:
-        if device["kind"] == "gpu":
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        else:
-            ctx.note("Mixed precision needs a GPU; training in float32 on this CPU.")
-    keras.utils.set_random_seed(config.seed)
-    # XLA was 5-23x slower than graph mode on a 2-core CPU: only let Keras decide on a GPU.
-    return ("auto" if device["kind"] == "gpu" else False), dist
-
-
-def prepare_data(config: TrainConfig, ctx: RunContext) -> TrainingData:
-    """Loads the dataset, checks it can be trained on and decodes it into the image cache.
-
-    Raises:
-        ValueError: When the dataset has fewer than 2 classes or an empty train/val split.
-    """
-    from core.data.store import load_dataset
-
-    dataset = load_dataset(config.dataset)
-    classes = list(dataset.classes)
-    train_frame, val_frame = dataset.frame("train"), dataset.frame("val")
-    if len(classes) < 2:
-        raise ValueError(
-            f"Training needs at least 2 classes. Received: dataset {config.dataset!r} "
-            f"with classes {classes}"
-        )
-    if len(train_frame) == 0 or len(val_frame) == 0:
-        raise ValueError(
-            f"Training needs images in both the train and val splits. Received: "
-            f"{len(train_frame)} train and {len(val_frame)} val images in dataset "
-            f"{config.dataset!r}; resplit it with a larger validation fraction or add images."
-        )
-    index = {name: i for i, name in enumerate(classes)}
-    y_train = np.array([index[v] for v in train_frame["label"]], dtype=np.int64)
-    y_val = np.array([index[v] for v in val_frame["label"]], dtype=np.int64)
-    test_frame = dataset.frame("test")
-    y_test = np.array([index[v] for v in test_frame["label"]], dtype=np.int64)
-    ctx.summary.update(
-        {
-            "classes": classes,
-            "num_train": len(y_train),
-            "num_val": len(y_val),
-            "num_test": len(y_test),
-            "dataset": config.dataset,
-            "fingerprint": dataset.fingerprint,
-        }
-    )
-    size = config.model.image_size
-    ctx.set(phase="caching", message=f"Decoding images at {size} px.")
-    cache = build_image_cache(
-        dataset.dir,
-        [str(v) for v in dataset.manifest["image"]],
-        dataset.fingerprint,
-        size,
-        progress=ctx.progress,
-        should_stop=ctx.token.raise_if_set,
-    )
-    ctx.summary["cache_seconds"] = round(cache.built_seconds, 3)
-    weights = None
-    if config.class_weights == "balanced":
-        weights = balanced_class_weights(y_train, len(classes))[y_train]
-    return TrainingData(
-        classes=classes,
-        fingerprint=dataset.fingerprint,
-        cache=cache,
-        train_rows=cache.rows(list(train_frame["image"])),
-        val_rows=cache.rows(list(val_frame["image"])),
-        train_targets=_one_hot(y_train, len(classes)),
-        val_targets=_one_hot(y_val, len(classes)),
-        sample_weights=weights,
-        test_rows=cache.rows(list(test_frame["image"])),
-        test_targets=_one_hot(y_test, len(classes)),
-        dataset_dir=dataset.dir,
-        val_images=[str(v) for v in val_frame["image"]],
-        test_images=[str(v) for v in test_frame["image"]],
-    )
 
 
 class ModelWriter:
@@ -379,218 +115,6 @@ class PhaseResult:
     seconds: float
     fast_path: bool
     cached_top: CachedTop | None = None
-
-
-def _fit_inputs(
-    config: TrainConfig,
-    data: TrainingData,
-    source: Any,
-    fast: bool,
-    phase: Phase,
-    dist: Distribution,
-    views: np.ndarray | None = None,
-    activations: ActivationCache | None = None,
-) -> tuple[dict[str, Any], int]:
-    """``fit`` keyword arguments for the phase's inputs, and the steps per epoch."""
-    if activations is not None:
-        return _activation_inputs(config, data, phase, activations)
-    if dist.workers > 1:
-        return worker_inputs(
-            dist,
-            source,
-            data.train_rows,
-            data.train_targets,
-            data.val_rows,
-            data.val_targets,
-            global_batch=config.batch_size,
-            seed=config.seed + phase.index,
-            sample_weights=data.sample_weights,
-        )
-    if fast and not dist.distributed:
-        resident = resident_fit_inputs(
-            views if views is not None else source[data.train_rows],
-            data.train_targets,
-            source[data.val_rows],
-            data.val_targets,
-            config.batch_size,
-            seed=config.seed + phase.index,
-            views=views is not None,
-            sample_weights=data.sample_weights,
-        )
-        if resident is not None:
-            return resident
-    if fast and views is not None:
-        feed = ViewFeeder(
-            views,
-            data.train_targets,
-            config.batch_size,
-            seed=config.seed + phase.index,
-            sample_weights=data.sample_weights,
-        )
-        inputs = {
-            "x": feed,
-            "validation_data": (
-                np.asarray(source[data.val_rows], dtype="float32"),
-                data.val_targets,
-            ),
-            "validation_batch_size": max(config.batch_size, 256),
-        }
-        return inputs, len(feed)
-    batch = even_batch(dist, config.batch_size)
-    train_rows, train_targets, train_weights = pad_for_replicas(
-        dist, data.train_rows, data.train_targets, data.sample_weights
-    )
-    val_rows, val_targets, val_weights = pad_for_replicas(dist, data.val_rows, data.val_targets)
-    if fast:
-        # Embeddings are small (20k images x 1280 floats = 100 MB): plain arrays let
-        # Keras batch them without a Python call per step.
-        validation = (np.asarray(source[val_rows], dtype="float32"), val_targets)
-        if val_weights is not None:
-            validation = (*validation, val_weights)
-        inputs: dict[str, Any] = {
-            "x": np.asarray(source[train_rows], dtype="float32"),
-            "y": train_targets,
-            "sample_weight": train_weights,
-            "batch_size": batch,
-            "shuffle": True,
-            "validation_data": validation,
-            "validation_batch_size": even_batch(dist, max(batch, 256)),
-        }
-        return inputs, -(-len(train_rows) // batch)
-    train_feed = ArrayFeeder(
-        source,
-        train_rows,
-        train_targets,
-        batch,
-        shuffle=True,
-        seed=config.seed + phase.index,
-        sample_weights=train_weights,
-        dtype="float32",
-    )
-    val_feed = ArrayFeeder(
-        source, val_rows, val_targets, batch, sample_weights=val_weights, dtype="float32"
-    )
-    return {"x": train_feed, "validation_data": val_feed}, len(train_feed)
-
-
-def _activation_inputs(
-    config: TrainConfig, data: TrainingData, phase: Phase, activations: ActivationCache
-) -> tuple[dict[str, Any], int]:
-    """``fit`` inputs of a phase fine-tuning on cached activations (or their augmented views)."""
-    seed = config.seed + phase.index
-    views = activations.views is not None
-    resident = resident_fit_inputs(
-        activations.views if views else activations.train,
-        data.train_targets,
-        activations.val,
-        data.val_targets,
-        config.batch_size,
-        seed=seed,
-        views=views,
-        sample_weights=data.sample_weights,
-    )
-    if resident is not None:
-        return resident
-    if activations.views is not None:
-        train: Any = ViewFeeder(
-            activations.views,
-            data.train_targets,
-            config.batch_size,
-            seed=seed,
-            sample_weights=data.sample_weights,
-        )
-    else:
-        train = ArrayFeeder(
-            activations.train,
-            np.arange(len(data.train_rows)),
-            data.train_targets,
-            config.batch_size,
-            shuffle=True,
-            seed=seed,
-            sample_weights=data.sample_weights,
-        )
-    val = ArrayFeeder(
-        activations.val, np.arange(len(data.val_rows)), data.val_targets, config.batch_size
-    )
-    return {"x": train, "validation_data": val}, len(train)
-
-
-def _embed(
-    config: TrainConfig,
-    ctx: RunContext,
-    data: TrainingData,
-    model: keras.Model,
-    dist: Distribution,
-):
-    """The backbone embeddings of every image (computed once, cached across runs).
-
-    On several local devices the pass is distributed (``predict`` splits each batch); each
-    worker of a multi-worker run computes all of them itself (every worker needs them all).
-    """
-    from core.models.transfer import feature_extractor
-
-    if data.embeddings is not None:
-        return data.embeddings
-    ctx.set(phase="embedding", message="Computing backbone embeddings once.")
-    emb = cached_embeddings(
-        feature_extractor(model),
-        data.cache.array,
-        data.cache.images,
-        embedding_key(data.fingerprint, config.model, config.seed, data.backbone_identity),
-        batch_size=even_batch(dist, min(64, max(8, config.batch_size))),
-        progress=ctx.progress,
-        should_stop=ctx.token.raise_if_set,
-        method=embedding_method(dist),
-    )
-    ctx.summary.update(
-        {
-            "embedding_seconds": round(emb.seconds, 3),
-            "embedding_reused": emb.reused,
-            "embedding_cache": str(emb.path),
-            # Images through the backbone per second in the one embedding pass (None when
-            # the embeddings were reused from an earlier run).
-            "embedding_images_per_second": round(len(data.cache.images) / emb.seconds, 2)
-            if emb.seconds and not emb.reused
-            else None,
-            "fast_path": True,
-        }
-    )
-    data.embeddings = emb.array
-    return emb.array
-
-
-def _augmented_views(
-    config: TrainConfig, ctx: RunContext, data: TrainingData, model: keras.Model
-) -> np.ndarray:
-    """``augment.views`` augmented embeddings of every training image (computed once, cached)."""
-    augment = config.model.augment
-    ctx.set(
-        phase="embedding",
-        message=f"Embedding {augment.views} augmented views of each training image once.",
-    )
-    base = embedding_key(data.fingerprint, config.model, config.seed, data.backbone_identity)
-    key = views_key(base, augment, config.seed)
-    names = [data.cache.images[row] for row in data.train_rows]
-    views = cached_augmented_views(
-        augmented_extractor(model, augment, config.seed),
-        data.cache.array,
-        data.train_rows,
-        names,
-        key,
-        views=augment.views,
-        batch_size=min(64, max(8, config.batch_size)),
-        progress=ctx.progress,
-        should_stop=ctx.token.raise_if_set,
-    )
-    ctx.summary.update(
-        {
-            "augmented_views": augment.views,
-            "views_seconds": round(views.seconds, 3),
-            "views_reused": views.reused,
-            "views_cache": str(views.path),
-        }
-    )
-    return np.asarray(views.array, dtype="float32")
 
 
 def _callbacks(
@@ -680,9 +204,9 @@ def run_phase(
         )
     decision = None
     if fast:
-        fit_model, source = head_of(model), _embed(config, ctx, data, model, dist)
+        fit_model, source = head_of(model), embed_dataset(config, ctx, data, model, dist)
         if uses_augmented_views(config, phase):
-            views = _augmented_views(config, ctx, data, model)
+            views = embed_augmented_views(config, ctx, data, model)
     else:
         decision = prepare_cached_top(config, ctx, data, model, phase.trainable, dist)
         if phase.trainable.startswith("top:") and not decision.applies:
@@ -745,11 +269,11 @@ def _fit_phase(
     checkpoints = ctx.folder / CHECKPOINTS_DIR
     end_epoch = first_epoch + phase.epochs
     cached = decision.cached if decision is not None else None
-    inputs, steps = _fit_inputs(
+    inputs, steps = fit_inputs(
         config, data, source, fast, phase, dist, views, cached.cache if cached else None
     )
     optimizer = make_optimizer(config, phase.learning_rate, steps * phase.epochs)
-    _compile(fit_model, config, optimizer, jit_compile)
+    compile_model(fit_model, config, optimizer, jit_compile)
     if not fit_model.built:
         fit_model.build((None, *source.shape[1:]))
     live = LiveMetrics(
@@ -801,73 +325,6 @@ def _fit_phase(
         epochs_done = max(epochs_done, int(meta.get("epoch", 0)))
     cached = decision.cached if decision is not None else None
     return PhaseResult(epochs_done, live.train_images, live.train_seconds, fast, cached)
-
-
-def split_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float | None]:
-    """Accuracy and cross-entropy of predicted ``probabilities`` against one-hot ``targets``.
-
-    Returns:
-        ``{"accuracy", "loss"}``; both None for an empty split.
-    """
-    if len(targets) == 0:
-        return {"accuracy": None, "loss": None}
-    truth = targets.argmax(axis=1)
-    picked = probabilities[np.arange(len(truth)), truth]
-    return {
-        "accuracy": float(np.mean(probabilities.argmax(axis=1) == truth)),
-        "loss": float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0)))),
-    }
-
-
-def evaluate_saved_model(
-    config: TrainConfig,
-    ctx: RunContext,
-    model: keras.Model,
-    data: TrainingData,
-    dist: Distribution | None = None,
-    cached_top: CachedTop | None = None,
-) -> dict[str, Any]:
-    """Validation and test scores of ``model`` as it is saved (the restored best epoch).
-
-    When only the head ever trained, the frozen backbone's cached embeddings go through the
-    head (the same numbers the full model gives, in a fraction of the time). When the last
-    phase fine-tuned on cached activations (``cached_top``), the validation images' cached
-    activations and the test images through the frozen bottom go through the top: the same
-    layers as the full model, without compiling the whole network once more. Otherwise the
-    full model runs over the image cache.
-
-    Returns:
-        ``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss`` (None for an empty
-        test split).
-    """
-    from core.models.transfer import head_of
-
-    ctx.set(phase="evaluating", message="Scoring the saved model on the val and test splits.")
-    rows = np.concatenate([data.val_rows, data.test_rows])
-    if all(uses_fast_path(config, p) for p in plan_phases(config)):
-        embeddings = _embed(config, ctx, data, model, dist or Distribution())
-        features = np.asarray(embeddings[rows], dtype="float32")
-        probabilities = np.asarray(head_of(model).predict(features, verbose=0, batch_size=256))
-    elif cached_top is not None:
-        probabilities = scores_through_cut(cached_top, ctx, data)
-    else:
-        order = np.argsort(rows)
-        outputs = np.empty((len(rows), len(data.classes)), dtype="float32")
-        for start in range(0, len(rows), 256):
-            chunk = order[start : start + 256]
-            images = np.asarray(data.cache.array[rows[chunk]], dtype="float32")
-            outputs[chunk] = compute_embeddings(model, images, batch_size=config.batch_size)
-            ctx.token.raise_if_set()
-        probabilities = outputs
-    val = split_scores(probabilities[: len(data.val_rows)], data.val_targets)
-    test = split_scores(probabilities[len(data.val_rows) :], data.test_targets)
-    record_evaluations(ctx, data, probabilities)
-    return {
-        "val_accuracy": val["accuracy"],
-        "val_loss": val["loss"],
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-    }
 
 
 def _final_summary(

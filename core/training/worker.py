@@ -28,21 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import atomic_write_json
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.ownership import RunOwnedError, acquire_owner, process_start_ticks, release_owner
 from core.runs.store import (
     MODEL_FILE,
     SUMMARY_FILE,
-    MetricsReader,
-    RunOwnedError,
     RunStatus,
     _raw_status,
-    acquire_owner,
-    epoch_events,
     now_iso,
-    process_start_ticks,
     read_best,
     read_config,
     read_status,
-    release_owner,
 )
 from core.training.context import (
     CancelToken,

@@ -205,7 +205,8 @@ def test_relabel_then_retrain_closes_the_loop(ready):
     from core.config import TrainConfig
     from core.data.store import load_dataset
     from core.runs.evaluate import evaluate
-    from core.runs.store import list_runs, read_status, run_dir
+    from core.runs.listing import list_runs
+    from core.runs.store import read_status, run_dir
 
     old_dir = run_dir(ready["run_id"])
     before = evaluate(old_dir, "val")

@@ -98,7 +98,7 @@ def test_kept_webcam_pictures_and_the_weights_check_before_start(fresh, screensh
 
 
 def test_the_train_page_shows_the_queue_with_controls_for_both_runs(fresh, screenshots):
-    from core.runs.store import list_runs
+    from core.runs.listing import list_runs
     from core.training.jobs import cancel_run
 
     page, home = fresh

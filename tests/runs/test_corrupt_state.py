@@ -11,14 +11,8 @@ from core import cli
 from core.config import TrainConfig
 from core.data.store import DatasetError, broken_datasets, list_datasets, load_dataset
 from core.jsonfile import CorruptFileError, read_json
-from core.runs.store import (
-    create_run,
-    list_runs,
-    read_config,
-    read_labels,
-    read_status,
-    read_summary,
-)
+from core.runs.listing import list_runs
+from core.runs.store import create_run, read_config, read_labels, read_status, read_summary
 
 DAMAGES = {
     "truncated": b'{"state": "completed", "epo',

@@ -20,7 +20,8 @@ from core.data.ingest import add_images, ingest
 from core.data.sample import write_class_folders
 from core.data.store import load_dataset
 from core.runs.lineage import IncompatibleParentError, plan_start, start_from_parent
-from core.runs.store import MetricsReader, create_run, epoch_events, read_summary
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.store import create_run, read_summary
 from core.training.worker import run_worker
 from tests.helpers.runs import subprocess_env
 

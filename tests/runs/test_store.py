@@ -10,14 +10,13 @@ import time
 import pytest
 
 from core.config import TrainConfig
+from core.runs.listing import list_runs
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.ownership import pid_alive
 from core.runs.store import (
-    MetricsReader,
     RunStatus,
     create_run,
-    epoch_events,
     find_run,
-    list_runs,
-    pid_alive,
     read_config,
     read_labels,
     read_status,

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.runs.store import MetricsReader, create_run, epoch_events, read_best, read_summary
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.store import create_run, read_best, read_summary
 from core.training.feeder import ViewFeeder
 from core.training.worker import run_worker
 from tests.helpers.training import make_dataset, small_config

@@ -12,7 +12,8 @@ import pytest
 from core.config import AUTO_HEAD_EPOCHS, AUTO_HEAD_PATIENCE, TrainConfig
 from core.data.ingest import ingest
 from core.data.sample import write_sample_images
-from core.runs.store import MetricsReader, create_run, epoch_events, read_best, read_summary
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.store import create_run, read_best, read_summary
 from core.training.worker import run_worker
 from tests.helpers.training import (
     check_recorded_evaluations,

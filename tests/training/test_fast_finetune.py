@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from core.config import AugmentConfig
-from core.runs.store import MetricsReader, read_summary
+from core.runs.metrics import MetricsReader
+from core.runs.store import read_summary
 from core.training.activations import (
     BUDGET_ENV,
     budget_bytes,

@@ -11,14 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.runs.store import (
-    MetricsReader,
-    create_run,
-    epoch_events,
-    read_status,
-    read_summary,
-    run_dir,
-)
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.store import create_run, read_status, read_summary, run_dir
 from core.training.callbacks import FIRST_STEP_MESSAGE
 from core.training.jobs import cancel_run, prepare_resume, resume_run, start_run
 from core.training.out_of_memory import is_out_of_memory, out_of_memory_message

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.runs.store import MetricsReader, create_run, epoch_events, read_status, run_dir
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.store import create_run, read_status, run_dir
 from core.training.jobs import WORKER_NICENESS, cancel_run, prepare_resume, start_run
 from tests.helpers.training import make_dataset, small_config, wait_for, worker_log
 

@@ -8,19 +8,12 @@ import numpy as np
 import pytest
 
 from core.config import ModelConfig, TrainConfig
-from core.runs.store import (
-    MetricsReader,
-    epoch_events,
-    list_runs,
-    read_config,
-    read_labels,
-    read_status,
-    read_summary,
-    run_dir,
-)
+from core.runs.listing import list_runs
+from core.runs.metrics import MetricsReader, epoch_events
+from core.runs.store import read_config, read_labels, read_status, read_summary, run_dir
 from core.training.callbacks import is_better
 from core.training.jobs import start_run
-from core.training.trainer import (
+from core.training.phases import (
     balanced_class_weights,
     plan_phases,
     uses_augmented_views,

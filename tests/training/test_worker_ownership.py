@@ -15,16 +15,8 @@ from pathlib import Path
 import pytest
 
 from core.config import TrainConfig
-from core.runs.store import (
-    OWNER_LOCK,
-    STATUS_FILE,
-    create_run,
-    owner_state,
-    process_start_ticks,
-    read_status,
-    verified_worker_pid,
-    write_status,
-)
+from core.runs.ownership import OWNER_LOCK, owner_state, process_start_ticks, verified_worker_pid
+from core.runs.store import STATUS_FILE, create_run, read_status, write_status
 from core.training.jobs import cancel_run, prepare_resume
 from core.training.worker import run_worker
 
@@ -33,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Holds the run's owner lock as a worker does, says so, then sleeps until killed.
 OWNER_SCRIPT = """
 import sys, time
-from core.runs.store import acquire_owner
+from core.runs.ownership import acquire_owner
 fd = acquire_owner(sys.argv[1])
 print("owned", flush=True)
 time.sleep(600)

@@ -9,7 +9,8 @@ import pytest
 
 from core import cli, users
 from core.config import TrainConfig
-from core.runs.store import create_run, list_runs
+from core.runs.listing import list_runs
+from core.runs.store import create_run
 from core.training import queue
 from core.workspace import set_user_resolver, user_folder_name, workspace_root
 
