@@ -300,7 +300,9 @@ class TrainConfig:
         if not self.auto_fields:
             return "Every setting is yours: nothing is chosen automatically."
         kept = ", and the best epoch is kept" if self.restore_best else ""
-        if self.head_first and self.effective_patience:
+        # Patience at or beyond the epoch cap never stops a run early: do not promise it.
+        stops_early = 0 < self.effective_patience < self.effective_epochs
+        if self.head_first and stops_early:
             return (
                 f"By default the new last layer trains until the validation loss stops improving "
                 f"({self.effective_patience} epochs without progress, at most "
@@ -310,8 +312,7 @@ class TrainConfig:
         if self.head_first:
             return (
                 f"By default the new last layer trains {self.effective_epochs} epochs at "
-                f"learning rate "
-                f"{self.effective_learning_rate:g}{kept}."
+                f"learning rate {self.effective_learning_rate:g}{kept}."
             )
         return (
             f"By default the model trains {self.effective_epochs} epochs at learning rate "

@@ -88,6 +88,13 @@ def test_auto_settings_resolve_by_what_trains_and_explicit_ones_win(tmp_path):
     assert "nothing is chosen automatically" in mine.defaults_sentence()
     no_stop = TrainConfig(dataset="d", early_stopping_patience=0)
     assert no_stop.defaults_sentence().startswith("By default the new last layer trains 200 epochs")
+    # Two epochs with the auto patience of 10 cannot stop early: the sentence does not say so.
+    short = TrainConfig(dataset="d", epochs=2)
+    assert short.effective_patience == 10
+    assert short.defaults_sentence() == (
+        "By default the new last layer trains 2 epochs at learning rate 0.003, and the best "
+        "epoch is kept."
+    )
     resolved = head.resolved()
     assert resolved.auto_fields == () and resolved.effective_epochs == 200
     # Auto survives the JSON round trip as null, not as the number it resolves to.
