@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.runs.store import METRICS_FILE
+METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsReader:

@@ -14,10 +14,16 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from core.runs.store import RunStatus
+
+class WorkerRecord(Protocol):
+    """What a run's status records about its worker (:class:`core.runs.store.RunStatus`)."""
+
+    pid: int | None
+    pid_start: int
+    host: str
+
 
 #: Held (``flock``) by the one worker that owns the folder, for as long as it lives.
 OWNER_LOCK = ".worker.lock"
@@ -127,14 +133,14 @@ def release_owner(fd: int) -> None:
     os.close(fd)
 
 
-def same_process(status: RunStatus) -> bool:
+def same_process(status: WorkerRecord) -> bool:
     """The recorded pid is alive and (when recorded) started when the worker started."""
     if not pid_alive(status.pid):
         return False
     return not status.pid_start or process_start_ticks(status.pid) == status.pid_start
 
 
-def verified_worker_pid(folder: str | os.PathLike[str], status: RunStatus) -> int | None:
+def verified_worker_pid(folder: str | os.PathLike[str], status: WorkerRecord) -> int | None:
     """The pid of the run's worker, only when there is proof it is that worker.
 
     Proof: the folder's owner lock is held and the pid's start time is the one the worker

@@ -50,6 +50,7 @@ from typing import Any
 
 from core.config import TrainConfig
 from core.jsonfile import CorruptFileError, check_fields, read_json
+from core.runs.metrics import MetricsReader
 from core.runs.ownership import owner_state, same_process
 from core.workspace import resolve_under, runs_dir
 
@@ -62,7 +63,6 @@ PHASES = ("", "waiting", "loading", "caching", "embedding", "head", "train", "fi
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 LABELS_FILE = "labels.txt"
 MODEL_FILE = "model.keras"
@@ -459,8 +459,6 @@ def cancelled_without_worker_message(folder: str | os.PathLike[str]) -> str:
     kept = ""
     if best is not None and (folder / MODEL_FILE).is_file():
         kept = f" The best model so far (epoch {best.get('epoch')}) is kept."
-    from core.runs.metrics import MetricsReader
-
     events = MetricsReader(folder).all()
     phases = [i for i, event in enumerate(events) if event.get("type") == "phase"]
     since = events[phases[-1] :] if phases else []

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.runs.metrics import METRICS_FILE
 from core.runs.store import (
     CANCEL_FILE,
     HEARTBEAT_SECONDS,
-    METRICS_FILE,
     RunStatus,
     now_iso,
     write_status,

@@ -370,6 +370,8 @@ def test_quick_mode_records_trains_and_predicts_live(camera_tab, tmp_path):
         page.get_by_role("link", name="Open in Train").click()
         page.get_by_role("heading", name="Train").first.wait_for()
         page.get_by_text("Quick mode", exact=False).first.wait_for()
+        # The page writes the run into the address as it draws: wait for it, then read it.
+        page.wait_for_url(re.compile(r"[?&]run="), timeout=30_000)
         assert "run=" in page.url
         page.locator('[data-testid="stVegaLiteChart"] svg').first.wait_for()  # the curves
         page.screenshot(path=str(SCREENSHOTS / "quick-5-open-in-train.png"), full_page=True)

@@ -130,7 +130,16 @@ def test_the_train_page_shows_the_queue_with_controls_for_both_runs(fresh, scree
         page.get_by_text("place 1 of 1 in the queue").first.wait_for(
             state="detached", timeout=60_000
         )
+        # Streamlit removes the elements of the previous draw when the script run ends: the
+        # cancelled run's controls go with them, the running run's stay.
+        wait_idle(page)
+        page.wait_for_function(
+            "() => document.querySelectorAll(\"[class*='st-key-train_queue_cancel_']\").length"
+            " === 1",
+            timeout=30_000,
+        )
         assert page.locator("[class*='st-key-train_queue_cancel_']").count() == 1
+        assert page.locator(f"[class*='st-key-train_queue_cancel_{queued.run_id}']").count() == 0
         shot(page, screenshots, "train-runs-in-progress-after-cancel")
     finally:
         for info in list_runs(home / "runs"):
