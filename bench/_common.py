@@ -37,6 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 DEFAULT_SIZES = (160, 224)
+#: Generated datasets a benchmark can train on (``--data``).
+DATASETS = ("shapes", "digits")
 # Weights used for each backbone: MobileNetV2's ImageNet weights cannot be downloaded on an
 # offline machine, so it runs with random weights ("none"); both sides always use the same.
 OFFLINE_WEIGHTS = {"efficientnet_lite0": "imagenet"}
@@ -79,6 +81,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         type=_csv(int),
         default=None,
         help=f"comma-separated image sizes (default {','.join(map(str, DEFAULT_SIZES))})",
+    )
+    parser.add_argument(
+        "--data",
+        choices=DATASETS,
+        default="shapes",
+        help="generated shapes (4 classes, default) or scikit-learn's handwritten digits "
+        "(10 classes, upscaled): a set where accuracy is not trivially 1.000",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of both sides")
@@ -300,27 +309,50 @@ def class_names(count: int) -> list[str]:
 
 
 def make_dataset(
-    folder: Path, images: int, *, classes: int = 4, size: int = 256, name: str = "bench"
+    folder: Path,
+    images: int,
+    *,
+    classes: int = 4,
+    size: int = 256,
+    name: str = "bench",
+    kind: str = "shapes",
 ) -> str:
-    """Generates ``images`` shape JPEGs in class folders, ingests them, returns the dataset id.
+    """Writes ``images`` images in class folders, ingests them, returns the dataset id.
 
-    Split 70/15/15 (the app's default fractions), seed 42.
+    ``kind`` is ``"shapes"`` (the sample generator, ``classes`` classes at ``size`` px) or
+    ``"digits"`` (scikit-learn's handwritten digits upscaled to ``size`` px, always 10
+    classes, ``images // 10`` of each). Split 70/15/15 (the app's default fractions), seed 42.
     """
     from core.data.ingest import ingest
-    from core.data.sample import write_class_folders
+    from core.data.sample import write_class_folders, write_digits_folders
 
-    labels = class_names(classes)
-    counts = {
-        label: images // classes + (1 if i < images % classes else 0)
-        for i, label in enumerate(labels)
-    }
-    source = folder / f"src-{name}-{images}"
+    if kind not in DATASETS:
+        raise ValueError(f"kind must be one of {DATASETS}. Received: kind={kind!r}")
+    source = folder / f"src-{name}-{kind}-{images}"
     if not source.exists():
-        write_class_folders(source, counts, size=(size, size), seed=7)
+        if kind == "digits":
+            write_digits_folders(source, per_class=max(1, images // 10), size=size)
+        else:
+            labels = class_names(classes)
+            counts = {
+                label: images // classes + (1 if i < images % classes else 0)
+                for i, label in enumerate(labels)
+            }
+            write_class_folders(source, counts, size=(size, size), seed=7)
     report = ingest(source, name=name)
     if not report.dataset_id:
         raise RuntimeError(f"ingest of {source} made no dataset: {report.error}")
     return report.dataset_id
+
+
+def describe_data(kind: str, images: int, size: int) -> str:
+    """How a benchmark's dataset is printed: ``"200 generated 256x256 shape JPEGs, 4 classes"``."""
+    if kind == "digits":
+        return (
+            f"{images // 10 * 10} handwritten digits (scikit-learn's, upscaled to "
+            f"{size}x{size}), 10 classes"
+        )
+    return f"{images} generated {size}x{size} shape JPEGs, 4 classes"
 
 
 def clear_embedding_cache() -> None:

@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with common.workspace(args, "bench-distribute-") as tmp:
         common.banner(f"1 device vs {args.replicas} devices (MirroredStrategy)")
-        dataset_id = common.make_dataset(tmp, images, size=128)
+        dataset_id = common.make_dataset(tmp, images, size=128, kind=args.data)
         print(
-            f"dataset: {images} generated images, 4 classes; trainable {args.trainable}, "
+            f"dataset: {common.describe_data(args.data, images, 128)}; trainable {args.trainable}, "
             f"global batch {args.batch_size}, {args.epochs} epochs; one process per run"
         )
         for backbone, size in common.configs(args, quick_sizes=(64,)):

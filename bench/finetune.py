@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         if not gpus:
             print("no GPU present (the GPU figures of benchmark 6 are skipped); measuring on CPU")
         with common.Stopwatch() as watch:
-            dataset_id = common.make_dataset(tmp, images, size=256)
+            dataset_id = common.make_dataset(tmp, images, size=256, kind=args.data)
         print(
-            f"dataset: {images} generated 256x256 JPEGs, 4 classes, ingested in "
+            f"dataset: {common.describe_data(args.data, images, 256)}, ingested in "
             f"{watch.seconds:.1f}s; batch {args.batch_size}, learning rate {LEARNING_RATE:g}, "
             f"top:N {args.epochs} epochs, all {args.all_epochs} epochs; {repeats} repeat(s)"
         )
@@ -203,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                         TARGET_END_TO_END,
                         unit="x",
                     )
+                    # Counted in validation images, so exactly two fewer is within the slack
+                    # (0.900 - 0.925 is -0.025000000000000022 in floating point).
+                    images_apart = round((studio_acc.median - plain_acc.median) * n_val)
                     verdicts.check(
                         f"finetune_val_accuracy_vs_plain[{name}]",
-                        studio_acc.median - plain_acc.median,
+                        images_apart / n_val,
                         -2 / n_val,
                         digits=3,
                     )

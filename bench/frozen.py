@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     with common.workspace(args, "bench-frozen-") as tmp:
         common.banner("frozen backbone: fast path vs model.fit over the frozen model")
         with common.Stopwatch() as watch:
-            dataset_id = common.make_dataset(tmp, images, size=256)
+            dataset_id = common.make_dataset(tmp, images, size=256, kind=args.data)
         print(
-            f"dataset: {images} generated 256x256 JPEGs, 4 classes, ingested in "
+            f"dataset: {common.describe_data(args.data, images, 256)}, ingested in "
             f"{watch.seconds:.1f}s; batch {args.batch_size}, {epochs} epochs, "
             f"{repeats} repeats after a warm-up"
         )

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--quick", "--backbones", "mobilenet_v3_small", "--sizes", "32"]
 
 SCRIPTS = {
-    "augment": [*TINY, "--images", "40", "--epochs", "2", "--views", "2"],
+    "augment": [*TINY, "--images", "50", "--epochs", "2", "--views", "2", "--data", "digits"],
     "frozen": [*TINY, "--images", "40", "--epochs", "2"],
     "finetune": [*TINY, "--images", "40", "--modes", "top:1"],
     "first_point": ["--quick", "--per-class", "8"],

@@ -146,13 +146,15 @@ def resident_dataset(
     sample_weights: np.ndarray | None = None,
     views: bool = False,
     max_bytes: int = RESIDENT_BYTES,
+    endless: bool = True,
 ):
     """An endless tf.data pipeline over an in-memory copy of ``array``, or None.
 
     ``fit`` makes a new tf.data iterator for every epoch of training and of validation when
     its input ends (arrays, a ``PyDataset``): about 20 ms each on a 2-core CPU, more than
     the whole epoch of a head on a few hundred embeddings. Given this endless pipeline and
-    ``steps_per_epoch`` (``validation_steps``), Keras keeps one iterator for the whole fit.
+    ``steps_per_epoch``, Keras keeps one training iterator for the whole fit (it remakes the
+    validation iterator at every epoch, whatever the input).
     One repetition is one epoch: every image once, in a new order when ``shuffle``; the last
     batch may be shorter, as with arrays.
 
@@ -166,6 +168,8 @@ def resident_dataset(
         sample_weights: Optional weight per image.
         views: Whether ``array`` holds ``K`` views of each image.
         max_bytes: Larger arrays are not copied (None is returned).
+        endless: Repeat for ever (training). ``False`` gives one epoch: what validation
+            needs, since Keras remakes the validation iterator at every epoch anyway.
 
     Returns:
         The dataset of ``(x, y)`` or ``(x, y, weight)`` batches, ``x`` as float32, or None
@@ -191,7 +195,10 @@ def resident_dataset(
     order = tf.data.Dataset.range(count)
     if shuffle:
         order = order.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    batches = tf.data.Dataset.zip(order.batch(batch_size).repeat(), tf.data.Dataset.counter())
+    batches = order.batch(batch_size)
+    if endless:
+        batches = batches.repeat()
+    batches = tf.data.Dataset.zip(batches, tf.data.Dataset.counter())
     draws = int(array.shape[0]) if views else 0
 
     def pick(index, step):
@@ -213,7 +220,13 @@ def resident_dataset(
             batch = (*batch, tf.gather(weights, index))
         return batch
 
-    return batches.map(pick).prefetch(2)
+    # Nothing is prepared ahead (a batch is a gather from memory, ~1 ms): dropping an
+    # iterator with batches in flight stalled for ~0.6 s, which the validation iterator,
+    # remade every epoch, paid in 1 to 4 epochs of 10. tf.data would otherwise add a
+    # prefetch of its own.
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    return batches.map(pick).with_options(options)
 
 
 def steps_per_epoch(images: int, batch_size: int) -> int:
@@ -264,7 +277,11 @@ def resident_fit_inputs(
         return None
     val_batch = max(batch_size, 256)
     val_feed = resident_dataset(
-        val, val_targets, val_batch, max_bytes=max(RESIDENT_BYTES - train.nbytes, 0)
+        val,
+        val_targets,
+        val_batch,
+        max_bytes=max(RESIDENT_BYTES - train.nbytes, 0),
+        endless=False,  # its iterator is remade every epoch: see resident_dataset
     )
     if val_feed is None:
         return None

@@ -85,30 +85,6 @@ def worker_log(folder: Path) -> str:
     return path.read_text(errors="replace")[-4000:] if path.exists() else "(no worker.log)"
 
 
-def write_digits_folders(folder: Path, per_class: int, size: int = 64) -> Path:
-    """Writes scikit-learn's 8x8 handwritten digits, upscaled to ``size`` px, as class folders.
-
-    Ten classes of real handwriting (bundled with scikit-learn, no download): a dataset on
-    which a linear head is not trivially perfect.
-    """
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    written = dict.fromkeys(range(10), 0)
-    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        if written[int(label)] >= per_class:
-            continue
-        written[int(label)] += 1
-        pixels = (image / 16.0 * 255).astype(np.uint8)
-        picture = Image.fromarray(pixels).resize((size, size), Image.BILINEAR).convert("RGB")
-        class_dir = folder / f"digit_{label}"
-        class_dir.mkdir(parents=True, exist_ok=True)
-        picture.save(class_dir / f"d{index:04d}.png")
-    return folder
-
-
 def logistic_regression_reference(summary: dict, split_name: str = "val") -> float:
     """Accuracy of scikit-learn's LogisticRegression on a run's own cached embeddings.
 

@@ -11,15 +11,11 @@ import pytest
 
 from core.config import AUTO_HEAD_EPOCHS, AUTO_HEAD_PATIENCE, TrainConfig
 from core.data.ingest import ingest
-from core.data.sample import write_sample_images
+from core.data.sample import write_digits_folders, write_sample_images
 from core.runs.metrics import MetricsReader, epoch_events
 from core.runs.store import create_run, read_best, read_summary
 from core.training.worker import run_worker
-from tests.helpers.training import (
-    check_recorded_evaluations,
-    logistic_regression_reference,
-    write_digits_folders,
-)
+from tests.helpers.training import check_recorded_evaluations, logistic_regression_reference
 
 
 def _train_with_defaults(dataset_id: str):

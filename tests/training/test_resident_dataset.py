@@ -116,7 +116,10 @@ def test_fit_inputs_count_the_steps_of_both_splits_and_cover_every_validation_im
     )
     assert steps == inputs["steps_per_epoch"] == 3
     assert inputs["validation_steps"] == 2 and inputs["shuffle"] is False
-    seen = _epochs(inputs["validation_data"], inputs["validation_steps"], epochs=2)
+    # Keras makes a new validation iterator at every epoch: the feed is one epoch long.
+    validation = inputs["validation_data"]
+    assert int(validation.cardinality()) == inputs["validation_steps"]
+    seen = [_epochs(validation, inputs["validation_steps"], epochs=1)[0] for _ in range(2)]
     for epoch in seen:
         assert [len(batch[0]) for batch in epoch] == [256, 44]
         np.testing.assert_array_equal(np.concatenate([b[0] for b in epoch])[:, 0], np.arange(300))
