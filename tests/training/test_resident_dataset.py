@@ -123,3 +123,12 @@ def test_fit_inputs_count_the_steps_of_both_splits_and_cover_every_validation_im
     for epoch in seen:
         assert [len(batch[0]) for batch in epoch] == [256, 44]
         np.testing.assert_array_equal(np.concatenate([b[0] for b in epoch])[:, 0], np.arange(300))
+
+
+def test_the_feed_prepares_nothing_ahead_and_has_nothing_to_autotune():
+    # Dropping an iterator with batches in flight, or with autotuning on, stalled for seconds.
+    dataset = resident_dataset(np.zeros((6, 2), "float32"), np.eye(2)[[0, 1] * 3], batch_size=4)
+    options = dataset.options()
+    assert options.autotune.enabled is False
+    assert options.experimental_optimization.inject_prefetch is False
+    assert "Prefetch" not in type(dataset).__name__
