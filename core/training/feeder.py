@@ -247,6 +247,7 @@ def resident_fit_inputs(
     seed: int,
     views: bool = False,
     sample_weights: np.ndarray | None = None,
+    val_batch_size: int | None = None,
 ) -> tuple[dict, int] | None:
     """``fit`` keyword arguments feeding small cached arrays from memory, and the steps.
 
@@ -262,6 +263,8 @@ def resident_fit_inputs(
         seed: Seed of the order and of the view draws.
         views: Whether ``train`` holds ``K`` views of each image.
         sample_weights: Optional weight per training image.
+        val_batch_size: Images per validation batch (default: at least 256, for vectors and
+            cached activations; images through a whole network want the training batch).
 
     Returns:
         ``(inputs, steps_per_epoch)``, or None when the arrays are too big (or the backend is
@@ -278,7 +281,7 @@ def resident_fit_inputs(
     )
     if train_feed is None:
         return None
-    val_batch = max(batch_size, 256)
+    val_batch = val_batch_size or max(batch_size, 256)
     val_feed = resident_dataset(
         val,
         val_targets,

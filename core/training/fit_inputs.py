@@ -19,6 +19,9 @@ from core.training.feeder import ArrayFeeder, ViewFeeder, resident_fit_inputs
 from core.training.phases import Phase
 from core.training.prepare import TrainingData
 
+# Decoded image caches up to this size (train + val) are fed from memory.
+RESIDENT_IMAGE_BYTES = 256 << 20
+
 
 def fit_inputs(
     config: TrainConfig,
@@ -96,6 +99,22 @@ def fit_inputs(
             "validation_batch_size": even_batch(dist, max(batch, 256)),
         }
         return inputs, -(-len(train_rows) // batch)
+    images = len(data.train_rows) + len(data.val_rows)
+    if not dist.distributed and images * source[:1].nbytes <= RESIDENT_IMAGE_BYTES:
+        # A small image cache is fed from memory too: the PyDataset feeder's Python call per
+        # batch made a whole-network epoch ("Everything") 0.6x plain Keras on arrays.
+        resident = resident_fit_inputs(
+            np.asarray(source[data.train_rows]),
+            data.train_targets,
+            np.asarray(source[data.val_rows]),
+            data.val_targets,
+            config.batch_size,
+            seed=config.seed + phase.index,
+            sample_weights=data.sample_weights,
+            val_batch_size=config.batch_size,
+        )
+        if resident is not None:
+            return resident
     train_feed = ArrayFeeder(
         source,
         train_rows,

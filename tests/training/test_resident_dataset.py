@@ -132,3 +132,19 @@ def test_the_feed_prepares_nothing_ahead_and_has_nothing_to_autotune():
     assert options.autotune.enabled is False
     assert options.experimental_optimization.inject_prefetch is False
     assert "Prefetch" not in type(dataset).__name__
+
+
+def test_images_through_a_whole_network_are_validated_at_the_training_batch():
+    images = np.arange(10 * 4 * 4 * 3, dtype="uint8").reshape(10, 4, 4, 3)
+    targets = np.eye(2, dtype="float32")[[0, 1] * 5]
+    inputs, steps = resident_fit_inputs(
+        images[:6], targets[:6], images[6:], targets[6:], 3, seed=0, val_batch_size=3
+    )
+    assert steps == 2 and inputs["validation_steps"] == 2
+    batches = list(inputs["validation_data"])
+    assert [len(batch[0]) for batch in batches] == [3, 1]
+    # uint8 pixels arrive as the same values in float32.
+    np.testing.assert_array_equal(
+        np.concatenate([np.asarray(b[0]) for b in batches]), images[6:].astype("float32")
+    )
+    assert batches[0][0].dtype == "float32"
