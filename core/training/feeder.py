@@ -148,7 +148,7 @@ def resident_dataset(
     max_bytes: int = RESIDENT_BYTES,
     endless: bool = True,
 ):
-    """An endless tf.data pipeline over an in-memory copy of ``array``, or None.
+    """A tf.data pipeline over an in-memory copy of ``array`` (endless by default), or None.
 
     ``fit`` makes a new tf.data iterator for every epoch of training and of validation when
     its input ends (arrays, a ``PyDataset``): about 20 ms each on a 2-core CPU, more than

@@ -48,7 +48,13 @@ def fit_inputs(
             seed=config.seed + phase.index,
             sample_weights=data.sample_weights,
         )
-    if fast and not dist.distributed:
+    images = len(data.train_rows) + len(data.val_rows)
+    small = images * source[:1].nbytes <= RESIDENT_IMAGE_BYTES
+    if not dist.distributed and (fast or small):
+        # Cached arrays are fed from memory; so is a small image cache: the PyDataset
+        # feeder's Python call per batch made a whole-network epoch ("Everything") 0.6x
+        # plain Keras on arrays. Images through a whole network validate at the training
+        # batch.
         resident = resident_fit_inputs(
             views if views is not None else source[data.train_rows],
             data.train_targets,
@@ -58,6 +64,7 @@ def fit_inputs(
             seed=config.seed + phase.index,
             views=views is not None,
             sample_weights=data.sample_weights,
+            val_batch_size=None if fast else config.batch_size,
         )
         if resident is not None:
             return resident
@@ -99,22 +106,6 @@ def fit_inputs(
             "validation_batch_size": even_batch(dist, max(batch, 256)),
         }
         return inputs, -(-len(train_rows) // batch)
-    images = len(data.train_rows) + len(data.val_rows)
-    if not dist.distributed and images * source[:1].nbytes <= RESIDENT_IMAGE_BYTES:
-        # A small image cache is fed from memory too: the PyDataset feeder's Python call per
-        # batch made a whole-network epoch ("Everything") 0.6x plain Keras on arrays.
-        resident = resident_fit_inputs(
-            np.asarray(source[data.train_rows]),
-            data.train_targets,
-            np.asarray(source[data.val_rows]),
-            data.val_targets,
-            config.batch_size,
-            seed=config.seed + phase.index,
-            sample_weights=data.sample_weights,
-            val_batch_size=config.batch_size,
-        )
-        if resident is not None:
-            return resident
     train_feed = ArrayFeeder(
         source,
         train_rows,
